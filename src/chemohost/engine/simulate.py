@@ -1,0 +1,231 @@
+"""Batched simulation of whole arms of patients.
+
+The compiled model (``codegen``) provides a numba ``simulate_batch`` that runs patients in a
+parallel compiled loop (``prange``); this module prepares its inputs: parameter matrix, the linear
+sub-system's eigen-decomposition (numpy, batched over patients), dose events, dose-modification
+rules, and output selection, and wraps the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pandas as pd
+
+from ..errors import ModelError, ProtocolError, SolverError
+from ..model.core import Model
+from ..protocol.dosing import DoseTable, Regimen, dose_table
+from ..protocol.rules import get_rule
+from .codegen import CompiledModel, compile_model
+
+STATUS = {0: "ok", 1: "max_steps", 2: "step_size_underflow", 3: "non_finite", 4: "pk_not_diagonalisable"}
+KIND_BOLUS, KIND_START, KIND_STOP = 0, 1, 2
+
+
+@dataclass
+class SolverOptions:
+    """Integrator settings (Rodas4 with closed-form linear PK)."""
+
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    max_steps: int = 200_000
+    closed_form: bool = True
+    threads: int | None = None
+
+    def __post_init__(self):
+        if not (0 < self.rtol < 1):
+            raise SolverError(f"rtol must lie in (0, 1), got {self.rtol}")
+        if not self.atol > 0:
+            raise SolverError(f"atol must be > 0, got {self.atol}")
+
+
+@dataclass
+class SimulationResult:
+    times: np.ndarray  # (T,) days
+    outputs: list[str]
+    values: np.ndarray  # (N, T, K)
+    status: np.ndarray  # (N,) int
+    dose_factors: np.ndarray  # (N, D) applied factor per scheduled dose (after rules)
+    doses: DoseTable
+    steps: np.ndarray  # (N, 2) accepted+rejected steps, rejected steps
+
+    @property
+    def n_patients(self) -> int:
+        return self.values.shape[0]
+
+    def output(self, name: str) -> np.ndarray:
+        """(N, T) array of one output."""
+        try:
+            return self.values[:, :, self.outputs.index(name)]
+        except ValueError:
+            raise ModelError(f"output '{name}' was not recorded; recorded: {self.outputs}") from None
+
+    def to_frame(self, arm: str = "arm", patient_ids: np.ndarray | None = None) -> pd.DataFrame:
+        n, t, _ = self.values.shape
+        pid = np.arange(n) if patient_ids is None else np.asarray(patient_ids)
+        data = {
+            "patient": np.repeat(pid, t),
+            "arm": pd.Categorical([arm] * (n * t)),
+            "time_days": np.tile(self.times, n),
+        }
+        for k, name in enumerate(self.outputs):
+            data[name] = self.values[:, :, k].reshape(-1)
+        data["status"] = pd.Categorical(np.repeat([STATUS[int(s)] for s in self.status], t))
+        return pd.DataFrame(data)
+
+
+def _linear_decomposition(cm: CompiledModel, P: np.ndarray):
+    n, L = P.shape[0], len(cm.lin_species)
+    bad = np.zeros(n, dtype=bool)
+    if L == 0:
+        z = np.zeros((n, 0, 0))
+        return z, z.copy(), np.zeros((n, 0)), bad
+    A = np.zeros((n, L, L))
+    cm.module.lin_matrices(P, A)
+    # distinct eigenvalues are needed for a well-conditioned eigenbasis; a tiny relative
+    # perturbation of the diagonal separates exact ties (e.g. ka equal to an elimination rate,
+    # or several zero-rate compartments) at a cost of ~1e-9 relative error.
+    scale = np.maximum(np.abs(A).max(axis=(1, 2)), 1e-300)
+    jitter = 1e-9 * scale[:, None] * (1.0 + np.arange(L))[None, :] / L
+    A[:, np.arange(L), np.arange(L)] -= jitter
+    lam, V = np.linalg.eig(A)
+    imag = np.abs(lam.imag).max(axis=1) > 1e-9 * np.maximum(np.abs(lam.real).max(axis=1), 1e-300)
+    lam, V = lam.real.copy(), V.real.copy()
+    with np.errstate(all="ignore"):
+        cond = np.linalg.cond(V)
+    bad = imag | ~np.isfinite(cond) | (cond > 1e12)
+    V[bad] = np.eye(L)
+    lam[bad] = 0.0
+    Vinv = np.linalg.inv(V)
+    return V, Vinv, lam, bad
+
+
+def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: dict[str, int]):
+    """Event arrays (N, E).  ``amounts``: (N, D) mg per dose."""
+    model = cm.model
+    n = amounts.shape[0]
+    ev = []  # (time, order, kind, target, dose, bio)
+    for d in range(table.n):
+        drug = model.drugs.get(table.drug[d])
+        if drug is None:
+            raise ProtocolError(f"model '{model.name}' has no drug '{table.drug[d]}'; available: {sorted(model.drugs)}")
+        route = drug.routes.get(table.route[d])
+        if route is None:
+            raise ProtocolError(f"drug '{drug.name}' has no route '{table.route[d]}' in model '{model.name}'; "
+                                f"available: {sorted(drug.routes)}")
+        target = cm.target_index(route.target)
+        bio = params[route.bioavailability] if route.bioavailability else -1
+        if table.duration[d] > 0:
+            ev.append((table.time[d], 2, KIND_START, target, d, bio))
+            ev.append((table.time[d] + table.duration[d], 0, KIND_STOP, target, d, bio))
+        else:
+            ev.append((table.time[d], 1, KIND_BOLUS, target, d, bio))
+    ev.sort(key=lambda e: (e[0], e[1], e[4]))
+    E = len(ev)
+    ev_time = np.array([e[0] for e in ev], dtype=float)
+    kinds = np.array([e[2] for e in ev], dtype=np.int64)
+    targets = np.array([e[3] for e in ev], dtype=np.int64)
+    dose_idx = np.array([e[4] for e in ev], dtype=np.int64)
+    bio = np.array([e[5] for e in ev], dtype=np.int64)
+    amount = np.zeros((n, E))
+    start_of = {}
+    for k, e in enumerate(ev):
+        if e[2] == KIND_START:
+            start_of[e[4]] = k
+    for k, e in enumerate(ev):
+        d = e[4]
+        if e[2] == KIND_BOLUS:
+            amount[:, k] = amounts[:, d]
+        elif e[2] == KIND_START:
+            amount[:, k] = amounts[:, d] / table.duration[d]
+        else:
+            amount[:, k] = start_of[d]
+    tile = lambda a: np.ascontiguousarray(np.broadcast_to(a, (n, E)))  # noqa: E731
+    return tile(ev_time), tile(kinds), tile(targets), amount, tile(dose_idx), tile(bio), np.full(n, E, dtype=np.int64)
+
+
+def _rules(cm: CompiledModel, table: DoseTable):
+    names = sorted({r for r in table.rule if r})
+    R = max(len(names), 1)
+    B = max([len(get_rule(nm).thresholds) for nm in names] + [1])
+    out_idx = np.zeros(R, dtype=np.int64)
+    th = np.zeros((R, B))
+    fa = np.zeros((R, B + 1))
+    nb_ = np.zeros(R, dtype=np.int64)
+    for i, nm in enumerate(names):
+        rule = get_rule(nm)
+        if rule.output not in cm.output_names:
+            raise ProtocolError(
+                f"dose-modification rule '{nm}' reads output '{rule.output}', which model '{cm.model.name}' "
+                f"does not have; use a model with that output or drop the rule"
+            )
+        out_idx[i] = cm.output_names.index(rule.output)
+        k = len(rule.thresholds)
+        th[i, :k] = rule.thresholds
+        fa[i, :k] = rule.factors
+        fa[i, k] = rule.below_factor
+        nb_[i] = k
+    dose_rule = np.array([names.index(r) if r else -1 for r in table.rule], dtype=np.int64)
+    return dose_rule, out_idx, th, fa, nb_
+
+
+def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Regimen] | DoseTable,
+             times, outputs: list[str] | None = None, *, bsa: np.ndarray | None = None,
+             weight: np.ndarray | None = None, options: SolverOptions | None = None) -> SimulationResult:
+    """Simulate ``params.shape[0]`` patients under the same regimens.
+
+    ``params``: (N, P) matrix in the compiled model's parameter order (see
+    :func:`chemohost.model.params.parameter_set` and :mod:`chemohost.api`).  ``bsa``/``weight``
+    default to the BSA/WT parameters.  ``times``: output times (days, ascending, >= 0).
+    """
+    options = options or SolverOptions()
+    cm = model if isinstance(model, CompiledModel) else compile_model(model, options.closed_form)
+    P = np.ascontiguousarray(np.atleast_2d(np.asarray(params, dtype=float)))
+    if P.shape[1] != len(cm.param_names):
+        raise ModelError(f"parameter matrix has {P.shape[1]} columns; model '{cm.model.name}' has "
+                         f"{len(cm.param_names)} parameters ({cm.param_names})")
+    n = P.shape[0]
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) < 0) or times[0] < 0 or not np.all(np.isfinite(times)):
+        raise SolverError("output times must be a non-empty ascending list of finite values >= 0 (days)")
+    outputs = list(outputs) if outputs else list(cm.output_names)
+    unknown = [o for o in outputs if o not in cm.output_names]
+    if unknown:
+        raise ModelError(f"unknown output(s) {unknown} for model '{cm.model.name}'; available: {cm.output_names}")
+    out_sel = np.array([cm.output_names.index(o) for o in outputs], dtype=np.int64)
+    pidx = {p: i for i, p in enumerate(cm.param_names)}
+    table = regimens if isinstance(regimens, DoseTable) else dose_table(list(regimens))
+    if bsa is None:
+        bsa = P[:, pidx["BSA"]] if "BSA" in pidx else np.ones(n)
+    if weight is None:
+        weight = P[:, pidx["WT"]] if "WT" in pidx else np.ones(n)
+    amounts = np.zeros((n, table.n))
+    for d in range(table.n):
+        amounts[:, d] = table.regimens[table.regimen[d]].amounts(bsa, weight)
+    ev = _events(cm, table, amounts, pidx)
+    dose_rule, rule_out, rule_th, rule_fa, rule_n = _rules(cm, table)
+    dose_rule = np.ascontiguousarray(np.broadcast_to(dose_rule, (n, table.n)))
+    V, Vinv, lam, bad = _linear_decomposition(cm, P)
+    needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
+    mode_needed = np.ascontiguousarray((np.abs(V[:, needed, :]) > 0).any(axis=1)) if needed.size else \
+        np.zeros(lam.shape, dtype=np.bool_)
+    res = np.full((n, times.size, len(outputs)), np.nan)
+    factors = np.ones((n, max(table.n, 1)))
+    status = np.zeros(n, dtype=np.int64)
+    stats = np.zeros((n, 2), dtype=np.int64)
+    threads_before = numba.get_num_threads()
+    if options.threads:
+        numba.set_num_threads(min(options.threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        ev_time, ev_kind, ev_target, ev_amount, ev_dose, ev_bio, n_ev = ev
+        cm.module.simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
+                                 dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol, options.max_steps,
+                                 res, factors, status, stats)
+    finally:
+        numba.set_num_threads(threads_before)
+    status[bad] = 4
+    failed = status != 0
+    res[failed] = np.nan
+    return SimulationResult(times, outputs, res, status, factors[:, : table.n], table, stats)

@@ -1,0 +1,421 @@
+# chemohost solver template -- NOT imported directly.
+#
+# chemohost.engine.codegen appends this text to the generated model module, after the
+# model-specific functions rhs(), jac(), outputs(), init_state(), lin_matrix() and the constants
+# N_ODE, N_LIN, N_OUT.  numba compiles the whole module and caches it on disk (cache=True), so a
+# second run of the same model pays no compilation.
+#
+# Method: Rodas4 (Hairer & Wanner, Solving ODEs II, 1996; coefficients as in Hairer's RODAS code),
+# a 4th-order L-stable Rosenbrock method with an embedded 3rd-order error estimate, using the
+# model's analytic (sympy-derived) Jacobian.  The linear PK sub-system, when the model has one, is
+# not integrated: it is evaluated in closed form (eigen-decomposition, sum of exponentials) inside
+# each right-hand-side call, and advanced exactly across dose events.
+
+_G = 0.25
+_A21 = 1.544
+_A31 = 0.9466785280815826
+_A32 = 0.2557011698983284
+_A41 = 3.314825187068521
+_A42 = 2.896124015972201
+_A43 = 0.9986419139977817
+_A51 = 1.221224509226641
+_A52 = 6.019134481288629
+_A53 = 12.53708332932087
+_A54 = -0.6878860361058950
+_C21 = -5.6688
+_C31 = -2.430093356833875
+_C32 = -0.2063599157091915
+_C41 = -0.1073529058151375
+_C42 = -9.594562251023355
+_C43 = -20.47028614809616
+_C51 = 7.496443313967647
+_C52 = -10.24680431464352
+_C53 = -33.99990352819905
+_C54 = 11.70890893206160
+_C61 = 8.083246795921522
+_C62 = -7.981132988064893
+_C63 = -31.52159432874371
+_C64 = 16.31930543123136
+_C65 = -6.058818238834054
+_CC2 = 0.386
+_CC3 = 0.21
+_CC4 = 0.63
+_D1 = 0.25
+_D2 = -0.1043
+_D3 = 0.1035
+_D4 = -0.03620000000000023
+
+ST_OK = 0
+ST_MAXSTEPS = 1
+ST_STEPSIZE = 2
+ST_NONFINITE = 3
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _phi(lam, tau):
+    x = lam * tau
+    if abs(x) < 1e-8:
+        return tau * (1.0 + 0.5 * x)
+    return math.expm1(x) / lam
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _lin_eval(tau, c0, dd, lam, V, xl):
+    # xl = V (exp(lam tau) c0 + phi(lam, tau) dd); non-negative by construction, clip round-off.
+    # The modal values overwrite nothing: they are formed on the fly, one exp per mode.
+    n = lam.shape[0]
+    for i in range(n):
+        xl[i] = 0.0
+    for k in range(n):
+        mk = math.exp(lam[k] * tau) * c0[k] + _phi(lam[k], tau) * dd[k]
+        if mk != 0.0:
+            for i in range(n):
+                xl[i] += V[i, k] * mk
+    for i in range(n):
+        if xl[i] < 0.0:
+            xl[i] = 0.0
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _f(t, y, t0, c0, dd, lam, V, u, p, xl, dy, modes, n_modes):
+    # right-hand side with the linear states it reads (LIN_NEEDED) evaluated from the active modes
+    tau = t - t0
+    for q in range(LIN_NEEDED.shape[0]):
+        xl[LIN_NEEDED[q]] = 0.0
+    for m in range(n_modes):
+        k = modes[m]
+        mk = math.exp(lam[k] * tau) * c0[k] + _phi(lam[k], tau) * dd[k]
+        for q in range(LIN_NEEDED.shape[0]):
+            i = LIN_NEEDED[q]
+            xl[i] += V[i, k] * mk
+    for q in range(LIN_NEEDED.shape[0]):
+        i = LIN_NEEDED[q]
+        if xl[i] < 0.0:
+            xl[i] = 0.0
+    rhs(t, y, xl, u, p, dy)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _lu(M, piv, n):
+    for k in range(n):
+        m = k
+        big = abs(M[k, k])
+        for i in range(k + 1, n):
+            if abs(M[i, k]) > big:
+                big = abs(M[i, k])
+                m = i
+        piv[k] = m
+        if big == 0.0:
+            return False
+        if m != k:
+            for j in range(n):
+                tmp = M[k, j]
+                M[k, j] = M[m, j]
+                M[m, j] = tmp
+        inv = 1.0 / M[k, k]
+        for i in range(k + 1, n):
+            M[i, k] *= inv
+            f = M[i, k]
+            if f != 0.0:
+                for j in range(k + 1, n):
+                    M[i, j] -= f * M[k, j]
+    return True
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _solve(M, piv, b, n):
+    for k in range(n):
+        m = piv[k]
+        if m != k:
+            tmp = b[k]
+            b[k] = b[m]
+            b[m] = tmp
+    for i in range(n):
+        acc = b[i]
+        for j in range(i):
+            acc -= M[i, j] * b[j]
+        b[i] = acc
+    for i in range(n - 1, -1, -1):
+        acc = b[i]
+        for j in range(i + 1, n):
+            acc -= M[i, j] * b[j]
+        b[i] = acc / M[i, i]
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _record(t, y, t0, c0, dd, lam, V, p, xl, o, out_sel, res_row):
+    _lin_eval(t - t0, c0, dd, lam, V, xl)
+    outputs(t, y, xl, p, o)
+    for q in range(out_sel.shape[0]):
+        res_row[q] = o[out_sel[q]]
+
+
+@nb.njit(cache=True, error_model="numpy")
+def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
+                 dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
+                 bio_index, t_out, out_sel, rtol, atol, max_steps, res, factors, stats):
+    n = N_ODE
+    nl = N_LIN
+    y = np.zeros(n)
+    xl = np.zeros(nl)
+    init_state(p, y, xl)
+    u = np.zeros(n)          # zero-order input into ODE states (mg/day)
+    b = np.zeros(nl)         # zero-order input into linear states
+    c0 = np.zeros(nl)
+    dd = np.zeros(nl)
+    xw = np.zeros(nl)
+    o = np.zeros(N_OUT)
+    # Rosenbrock work arrays
+    J = np.zeros((n, n))
+    M = np.zeros((n, n))
+    piv = np.zeros(n, dtype=np.int64)
+    f0 = np.zeros(n)
+    f1 = np.zeros(n)
+    dT = np.zeros(n)
+    k1 = np.zeros(n)
+    k2 = np.zeros(n)
+    k3 = np.zeros(n)
+    k4 = np.zeros(n)
+    k5 = np.zeros(n)
+    k6 = np.zeros(n)
+    yn = np.zeros(n)
+    modes = np.zeros(nl, dtype=np.int64)
+    rate = np.zeros(ev_time.shape[0])  # infusion rate started by event index (to stop it exactly)
+    n_t = t_out.shape[0]
+    t_end = t_out[n_t - 1]
+    t = 0.0
+    k = 0
+    j = 0
+    h = 0.0
+    steps = 0
+    nrej = 0
+    while True:
+        # 1. events at the current time (stops sorted before starts/boluses at equal times)
+        while k < n_ev and ev_time[k] <= t:
+            kind = ev_kind[k]
+            dose = ev_dose[k]
+            tgt = ev_target[k]
+            if kind == 2:
+                # ev_amount of a stop event holds the index of its start event
+                st = np.int64(ev_amount[k])
+                amt = -rate[st]
+            else:
+                r = dose_rule[dose]
+                if r >= 0:
+                    outputs(t, y, xl, p, o)
+                    val = o[rule_output[r]]
+                    fac = rule_factors[r, rule_n[r]]
+                    for q in range(rule_n[r]):
+                        if val >= rule_thresholds[r, q]:
+                            fac = rule_factors[r, q]
+                            break
+                    factors[dose] = fac
+                fa = factors[dose]
+                bi = bio_index[k]
+                if bi >= 0:
+                    fa *= p[bi]
+                if kind == 0:
+                    if tgt < n:
+                        y[tgt] += ev_amount[k] * fa
+                    else:
+                        xl[tgt - n] += ev_amount[k] * fa
+                    amt = 0.0
+                else:
+                    amt = ev_amount[k] * fa
+                    rate[k] = amt
+            if kind != 0:
+                if tgt < n:
+                    u[tgt] += amt
+                    if abs(u[tgt]) < 1e-12 * (abs(amt) + 1e-300):
+                        u[tgt] = 0.0
+                else:
+                    b[tgt - n] += amt
+                    if abs(b[tgt - n]) < 1e-12 * (abs(amt) + 1e-300):
+                        b[tgt - n] = 0.0
+            k += 1
+        t_next = ev_time[k] if k < n_ev else t_end
+        if t_next > t_end:
+            t_next = t_end
+        # 2. modal coordinates of the linear sub-system for this segment
+        for i in range(nl):
+            acc0 = 0.0
+            accb = 0.0
+            for q in range(nl):
+                acc0 += Vinv[i, q] * xl[q]
+                accb += Vinv[i, q] * b[q]
+            c0[i] = acc0
+            dd[i] = accb
+        # modes that are non-zero in this segment and feed a linear state the ODE part reads
+        n_modes = 0
+        for q in range(nl):
+            if mode_needed[q] and (c0[q] != 0.0 or dd[q] != 0.0):
+                modes[n_modes] = q
+                n_modes += 1
+        t0 = t
+        # 3. integrate the ODE states over [t, t_next], recording outputs on the way
+        if h <= 0.0 or h > t_next - t:
+            h = t_next - t
+        first = True
+        while True:
+            while j < n_t and t_out[j] <= t:
+                _record(t, y, t0, c0, dd, lam, V, p, xw, o, out_sel, res[j])
+                j += 1
+            if t >= t_next:
+                break
+            if n == 0:
+                t = t_next
+                continue
+            target = t_next
+            if j < n_t and t_out[j] < target:
+                target = t_out[j]
+            _f(t, y, t0, c0, dd, lam, V, u, p, xw, f0, modes, n_modes)
+            if first:
+                # Hairer's starting-step heuristic, once per segment (dynamics jump at events)
+                d0 = 0.0
+                d1 = 0.0
+                for i in range(n):
+                    sc = atol + rtol * abs(y[i])
+                    d0 += (y[i] / sc) ** 2
+                    d1 += (f0[i] / sc) ** 2
+                d0 = math.sqrt(d0 / n)
+                d1 = math.sqrt(d1 / n)
+                h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+                if h0 < h:
+                    h = h0
+                first = False
+            jac(t, y, xw, u, p, J)
+            dt_ = 1e-7 * max(abs(t), 1e-2)
+            _f(t + dt_, y, t0, c0, dd, lam, V, u, p, xw, f1, modes, n_modes)
+            for i in range(n):
+                dT[i] = (f1[i] - f0[i]) / dt_
+            while True:
+                steps += 1
+                if steps > max_steps:
+                    stats[0] = steps
+                    stats[1] = nrej
+                    return ST_MAXSTEPS
+                last = False
+                if t + h >= target - 1e-12 * max(1.0, abs(target)):
+                    h = target - t
+                    last = True
+                if h < 1e-14 * max(1.0, abs(t)):
+                    stats[0] = steps
+                    stats[1] = nrej
+                    return ST_STEPSIZE
+                ig = 1.0 / (h * _G)
+                for i in range(n):
+                    for q in range(n):
+                        M[i, q] = -J[i, q]
+                    M[i, i] += ig
+                if not _lu(M, piv, n):
+                    h *= 0.25
+                    nrej += 1
+                    continue
+                ih = 1.0 / h
+                for i in range(n):
+                    k1[i] = f0[i] + h * _D1 * dT[i]
+                _solve(M, piv, k1, n)
+                for i in range(n):
+                    yn[i] = y[i] + _A21 * k1[i]
+                _f(t + _CC2 * h, yn, t0, c0, dd, lam, V, u, p, xw, k2, modes, n_modes)
+                for i in range(n):
+                    k2[i] += h * _D2 * dT[i] + ih * _C21 * k1[i]
+                _solve(M, piv, k2, n)
+                for i in range(n):
+                    yn[i] = y[i] + _A31 * k1[i] + _A32 * k2[i]
+                _f(t + _CC3 * h, yn, t0, c0, dd, lam, V, u, p, xw, k3, modes, n_modes)
+                for i in range(n):
+                    k3[i] += h * _D3 * dT[i] + ih * (_C31 * k1[i] + _C32 * k2[i])
+                _solve(M, piv, k3, n)
+                for i in range(n):
+                    yn[i] = y[i] + _A41 * k1[i] + _A42 * k2[i] + _A43 * k3[i]
+                _f(t + _CC4 * h, yn, t0, c0, dd, lam, V, u, p, xw, k4, modes, n_modes)
+                for i in range(n):
+                    k4[i] += h * _D4 * dT[i] + ih * (_C41 * k1[i] + _C42 * k2[i] + _C43 * k3[i])
+                _solve(M, piv, k4, n)
+                for i in range(n):
+                    yn[i] = y[i] + _A51 * k1[i] + _A52 * k2[i] + _A53 * k3[i] + _A54 * k4[i]
+                _f(t + h, yn, t0, c0, dd, lam, V, u, p, xw, k5, modes, n_modes)
+                for i in range(n):
+                    k5[i] += ih * (_C51 * k1[i] + _C52 * k2[i] + _C53 * k3[i] + _C54 * k4[i])
+                _solve(M, piv, k5, n)
+                for i in range(n):
+                    yn[i] += k5[i]
+                _f(t + h, yn, t0, c0, dd, lam, V, u, p, xw, k6, modes, n_modes)
+                for i in range(n):
+                    k6[i] += ih * (_C61 * k1[i] + _C62 * k2[i] + _C63 * k3[i] + _C64 * k4[i] + _C65 * k5[i])
+                _solve(M, piv, k6, n)
+                err = 0.0
+                neg = False
+                finite = True
+                for i in range(n):
+                    yn[i] += k6[i]
+                    sc = atol + rtol * max(abs(y[i]), abs(yn[i]))
+                    err += (k6[i] / sc) ** 2
+                    if yn[i] < -sc:
+                        neg = True
+                    if not math.isfinite(yn[i]):
+                        finite = False
+                err = math.sqrt(err / n)
+                if not finite or not math.isfinite(err):
+                    h *= 0.25
+                    nrej += 1
+                    continue
+                if err <= 1.0 and not neg:
+                    t = target if last else t + h
+                    for i in range(n):
+                        y[i] = yn[i] if yn[i] > 0.0 else 0.0
+                    fac = 0.9 * err ** -0.25 if err > 1e-10 else 6.0
+                    if fac > 6.0:
+                        fac = 6.0
+                    if fac < 0.2:
+                        fac = 0.2
+                    h_next = h * fac
+                    if last:
+                        # keep the controller's proposal for the next interval
+                        h = max(h_next, h)
+                    else:
+                        h = h_next
+                    break
+                nrej += 1
+                if neg:
+                    h *= 0.5
+                else:
+                    fac = 0.9 * err ** -0.25
+                    if fac < 0.2:
+                        fac = 0.2
+                    h *= fac
+        # 4. advance the linear sub-system exactly to the end of the segment
+        _lin_eval(t_next - t0, c0, dd, lam, V, xl)
+        t = t_next
+        if t >= t_end and k >= n_ev:
+            while j < n_t:
+                _record(t, y, t, xl, dd, lam, V, p, xw, o, out_sel, res[j])
+                j += 1
+            break
+        if t >= t_end:
+            # events after the horizon are ignored
+            while j < n_t:
+                _record(t, y, t, xl, dd, lam, V, p, xw, o, out_sel, res[j])
+                j += 1
+            break
+    stats[0] = steps
+    stats[1] = nrej
+    return ST_OK
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
+                   dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
+                   bio_index, t_out, out_sel, rtol, atol, max_steps, res, factors, status, stats):
+    for i in nb.prange(P.shape[0]):
+        status[i] = simulate_one(P[i], V[i], Vinv[i], lam[i], mode_needed[i], ev_time[i], ev_kind[i], ev_target[i],
+                                 ev_amount[i], ev_dose[i], n_ev[i], dose_rule[i], rule_output,
+                                 rule_thresholds, rule_factors, rule_n, bio_index[i], t_out, out_sel,
+                                 rtol, atol, max_steps, res[i], factors[i], stats[i])
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def lin_matrices(P, A):
+    for i in nb.prange(P.shape[0]):
+        lin_matrix(P[i], A[i])
