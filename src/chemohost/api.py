@@ -1,0 +1,260 @@
+"""The small public Python API (what ``chemohost simulate`` does, for notebooks).
+
+    >>> import chemohost as ch
+    >>> sc = ch.load_scenario("scenarios/gemcitabine_d1_8_15_q28_human.yaml")
+    >>> sc = sc.with_parameters(CL_gem="2.0 L/min")
+    >>> df = sc.simulate().frame          # tidy DataFrame: patient, arm, time_days, outputs...
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .engine.codegen import compile_model
+from .engine.simulate import STATUS, SimulationResult, SolverOptions, simulate
+from .errors import ChemohostError, ParameterError, ScenarioError
+from .model.core import Model
+from .model.params import lognormal_sd, parameter_set
+from .model.registry import get_model
+from .scenario import ScenarioSpec, build_regimens, parse_spec, read_spec
+from .units import to_internal
+
+
+def parameter_vector(model: Model, species: str, overrides: dict[str, object] | None = None,
+                     where: str = "parameters") -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, typical values, CVs) in internal units; ``overrides`` values are '2.0 L/min' strings
+    or numbers in the internal unit."""
+    ps = parameter_set(model, species)
+    names = list(model.parameters)
+    values = np.array([ps[n].value for n in names])
+    cvs = np.array([ps[n].cv or 0.0 for n in names])
+    for key, val in (overrides or {}).items():
+        if key not in ps:
+            import difflib
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ParameterError(f"{where}: '{key}' is not a parameter of model '{model.name}'{hint}")
+        try:
+            values[names.index(key)] = to_internal(val, ps[key].unit, ps[key].unit)
+        except ChemohostError as exc:
+            raise ParameterError(f"{where}.{key}: {exc}") from None
+        if not np.isfinite(values[names.index(key)]):
+            raise ParameterError(f"{where}.{key}: value must be finite")
+    return names, values, cvs
+
+
+def sample_patients(typical: np.ndarray, cvs: np.ndarray, n: int, seed: int, variability: bool) -> np.ndarray:
+    """(n, P) parameters: log-normal inter-individual variability around the typical values.
+
+    Patient i is the same virtual patient in every arm and for any chunking (one draw per run)."""
+    P = np.repeat(typical[None, :], n, axis=0)
+    if variability:
+        rng = np.random.Generator(np.random.PCG64(seed))
+        omega = np.array([lognormal_sd(c) if c > 0 else 0.0 for c in cvs])
+        eta = rng.standard_normal((n, typical.size)) * omega[None, :]
+        P = P * np.exp(eta)
+    return P
+
+
+@dataclass
+class RunResult:
+    scenario: "Scenario"
+    arms: dict[str, SimulationResult]
+    frame: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def manifest(self) -> dict:
+        sc = self.scenario
+        table = Path(str(resources.files("chemohost.model") / "data" / "parameters.csv"))
+        versions = {}
+        for pkg in ("numpy", "scipy", "numba", "sympy", "pandas", "pyarrow", "pydantic", "pint", "python-libsbml",
+                    "matplotlib", "pyyaml"):
+            try:
+                versions[pkg] = metadata.version(pkg)
+            except metadata.PackageNotFoundError:
+                versions[pkg] = None
+        status = {}
+        for arm, res in self.arms.items():
+            vals, counts = np.unique(res.status, return_counts=True)
+            status[arm] = {STATUS[int(v)]: int(c) for v, c in zip(vals, counts)}
+        return {
+            "chemohost_version": __version__,
+            "scenario": sc.spec.model_dump(mode="json"),
+            "scenario_file": sc.source,
+            "scenario_sha256": sc.sha256,
+            "model": sc.model.name,
+            "model_code_hash": sc.compiled().source_hash,
+            "parameter_table_sha256": hashlib.sha256(table.read_bytes()).hexdigest(),
+            "species": sc.spec.species,
+            "seed": sc.spec.seed,
+            "patients": sc.spec.patients.n,
+            "solver": sc.solver_options().__dict__,
+            "status": status,
+            "timings_s": self.timings,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "packages": versions,
+        }
+
+
+class Scenario:
+    """A parsed scenario: model, parameters, arms.  Cheap to copy and modify."""
+
+    def __init__(self, spec: ScenarioSpec, source: str = "<scenario>", sha256: str = ""):
+        self.spec = spec
+        self.source = source
+        self.sha256 = sha256
+        try:
+            self.model = get_model(spec.model)
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=source, field="model") from None
+        try:
+            self.names, self.typical, self.cvs = parameter_vector(self.model, spec.species, spec.parameters)
+            cov_names, cov_vals, _ = parameter_vector(self.model, spec.species, spec.patients.covariates,
+                                                      where="patients.covariates")
+            for k in spec.patients.covariates:
+                self.typical[self.names.index(k)] = cov_vals[cov_names.index(k)]
+                self.cvs[self.names.index(k)] = 0.0
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=source) from None
+        arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens or []}
+        if not arms:
+            raise ScenarioError("no arms: give 'regimens' or 'arms'", file=source, field="arms")
+        self.arms = {name: build_regimens(regs, self.model.drugs, source,
+                                          "regimens" if spec.arms is None else f"arms.{name}")
+                     for name, regs in arms.items()}
+        try:
+            self.horizon = to_internal(spec.horizon, "day", "day")
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=source, field="horizon") from None
+        try:
+            self.interval = to_internal(spec.output_interval, "day", "day")
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=source, field="output_interval") from None
+        if not self.horizon > 0:
+            raise ScenarioError("horizon must be > 0", file=source, field="horizon")
+        if not 0 < self.interval <= self.horizon:
+            raise ScenarioError("output_interval must be > 0 and at most the horizon", file=source,
+                                field="output_interval")
+        available = list(self.model.species) + list(self.model.outputs)
+        self.outputs = spec.outputs or default_outputs(self.model)
+        for i, o in enumerate(self.outputs):
+            if o not in available:
+                import difflib
+                close = difflib.get_close_matches(o, available, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ScenarioError(f"unknown output '{o}'{hint}; see `chemohost outputs --model {self.model.name}`",
+                                    file=source, field=f"outputs[{i}]")
+        try:
+            self.solver_options()
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=source, field="solver") from None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "Scenario":
+        sha = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        return cls(parse_spec(data, source), source, sha)
+
+    def with_parameters(self, **overrides) -> "Scenario":
+        """A copy with parameter overrides ('2.0 L/min' strings or internal-unit numbers)."""
+        spec = copy.deepcopy(self.spec)
+        spec.parameters.update(overrides)
+        return Scenario(spec, self.source, self.sha256)
+
+    def with_patients(self, n: int | None = None, seed: int | None = None, variability: bool | None = None) -> "Scenario":
+        spec = copy.deepcopy(self.spec)
+        if n is not None:
+            if n < 1:
+                raise ScenarioError("number of patients must be >= 1", file=self.source, field="patients.n")
+            spec.patients.n = n
+        if seed is not None:
+            spec.seed = seed
+        if variability is not None:
+            spec.patients.variability = variability
+        return Scenario(spec, self.source, self.sha256)
+
+    # -- running --------------------------------------------------------------------------------
+    def solver_options(self) -> SolverOptions:
+        s = self.spec.solver
+        return SolverOptions(rtol=s.rtol, atol=s.atol, max_steps=s.max_steps, closed_form=s.closed_form)
+
+    def compiled(self):
+        return compile_model(self.model, self.spec.solver.closed_form)
+
+    def times(self) -> np.ndarray:
+        n = int(np.floor(self.horizon / self.interval + 1e-9))
+        t = np.arange(n + 1) * self.interval
+        if t[-1] < self.horizon - 1e-9:
+            t = np.append(t, self.horizon)
+        return t
+
+    def parameter_matrix(self) -> np.ndarray:
+        p = self.spec.patients
+        return sample_patients(self.typical, self.cvs, p.n, self.spec.seed, p.variability)
+
+    def simulate(self) -> RunResult:
+        t0 = time.perf_counter()
+        cm = self.compiled()
+        t1 = time.perf_counter()
+        P = self.parameter_matrix()
+        results, frames = {}, []
+        for arm, regs in self.arms.items():
+            res = simulate(cm, P, regs, self.times(), self.outputs, options=self.solver_options())
+            results[arm] = res
+            frames.append(res.to_frame(arm))
+        t2 = time.perf_counter()
+        frame = pd.concat(frames, ignore_index=True)
+        frame["arm"] = pd.Categorical(frame["arm"], categories=list(self.arms))
+        return RunResult(self, results, frame, {"compile_or_load": t1 - t0, "simulate": t2 - t1})
+
+
+def default_outputs(model: Model) -> list[str]:
+    preferred = ["C_gem", "dfdctp", "C_cis", "C_dtx", "ANC", "tumour_size"]
+    out = [o for o in preferred if o in model.outputs or o in model.species]
+    return out or list(model.outputs)[:6]
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    spec = read_spec(path)
+    return Scenario(spec, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def write_run(run: RunResult, out: str | Path) -> dict[str, Path]:
+    """Write timecourses.parquet, manifest.json and a figure into ``out`` atomically: files are
+    written to a temporary folder first and moved into ``out`` only when all succeeded."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScenarioError(f"--out {out} exists and is not a folder; choose a folder path")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        run.frame.to_parquet(tmp / "timecourses.parquet", index=False)
+        (tmp / "manifest.json").write_text(json.dumps(run.manifest(), indent=2, default=str))
+        from .report.figures import timecourse_figure
+        timecourse_figure(run, tmp / "timecourses.png")
+        out.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+            written[f.name] = out / f.name
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

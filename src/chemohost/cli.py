@@ -1,0 +1,144 @@
+"""The ``chemohost`` command: parse arguments, call the API, print.  Errors -> message, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ChemohostError
+
+
+def _simulate(args) -> int:
+    from .api import load_scenario, write_run
+
+    sc = load_scenario(args.scenario)
+    if args.patients is not None or args.seed is not None:
+        sc = sc.with_patients(n=args.patients, seed=args.seed)
+    run = sc.simulate()
+    files = write_run(run, args.out)
+    n = sc.spec.patients.n
+    print(f"simulated {n} patient(s) x {len(run.arms)} arm(s) of '{sc.spec.name}' "
+          f"({sc.model.name}, {sc.spec.species}) in {run.timings['simulate']:.2f} s "
+          f"(compile/load {run.timings['compile_or_load']:.2f} s)")
+    for arm, res in run.arms.items():
+        failed = int((res.status != 0).sum())
+        line = f"  {arm}: {n - failed}/{n} ok"
+        for name in run.scenario.outputs:
+            v = res.output(name)
+            if (res.status == 0).any():
+                line += f"; {name} end median {float(_median(v[res.status == 0, -1])):.4g}"
+        print(line)
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
+def _median(x):
+    import numpy as np
+    return np.median(x)
+
+
+def _export(args) -> int:
+    from .api import load_scenario, parameter_vector
+    from .engine.sbml import to_sbml
+    from .model.registry import get_model
+    from .protocol.dosing import dose_table
+
+    doses = None
+    if args.scenario:
+        sc = load_scenario(args.scenario)
+        if args.model and args.model != sc.model.name:
+            raise ChemohostError(f"--model {args.model} differs from the scenario's model '{sc.model.name}'")
+        model = sc.model
+        values = dict(zip(sc.names, sc.typical))
+        arm = args.arm or next(iter(sc.arms))
+        if arm not in sc.arms:
+            raise ChemohostError(f"--arm '{arm}' is not an arm of {args.scenario}; arms: {', '.join(sc.arms)}")
+        doses = dose_table(sc.arms[arm])
+    else:
+        if not args.model:
+            raise ChemohostError("give --model NAME (or --scenario FILE)")
+        model = get_model(args.model)
+        names, typical, _ = parameter_vector(model, args.species)
+        values = dict(zip(names, typical))
+    text = to_sbml(model, values, doses)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(f"wrote {out} (SBML L3V2, model {model.name}, {len(model.species)} species, "
+          f"{len(model.flows)} reactions{', doses as events' if doses else ''})")
+    return 0
+
+
+def _models(args) -> int:
+    from .model.registry import MODELS, get_model
+
+    for name in sorted(MODELS):
+        print(get_model(name).describe())
+    return 0
+
+
+def _params(args) -> int:
+    from .model.params import parameter_table_markdown
+    from .model.registry import get_model
+
+    print(parameter_table_markdown(get_model(args.model), args.species))
+    return 0
+
+
+def _outputs(args) -> int:
+    from .model.registry import get_model
+
+    m = get_model(args.model)
+    for s in m.species.values():
+        print(f"{s.name:24s} species  [{s.unit}] {s.description}")
+    for o in m.outputs.values():
+        print(f"{o.name:24s} output   [{o.unit}] {o.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chemohost", description="Host response to chemotherapy: simulator")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("simulate", help="simulate a scenario YAML and write time courses")
+    s.add_argument("scenario", help="scenario YAML file (see scenarios/)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--patients", type=int, help="override the number of patients")
+    s.add_argument("--seed", type=int, help="override the random seed")
+    s.set_defaults(func=_simulate)
+    e = sub.add_parser("export", help="export a model")
+    esub = e.add_subparsers(dest="format", required=True)
+    sb = esub.add_parser("sbml", help="SBML Level 3 Version 2")
+    sb.add_argument("--model", help="model name (see `chemohost models`)")
+    sb.add_argument("--species", default="human", choices=["human", "mouse"])
+    sb.add_argument("--scenario", help="take parameters and doses (as SBML events) from this scenario")
+    sb.add_argument("--arm", help="arm of the scenario whose doses to export (default: first)")
+    sb.add_argument("--out", required=True, help="output .xml file")
+    sb.set_defaults(func=_export)
+    m = sub.add_parser("models", help="list the named models")
+    m.set_defaults(func=_models)
+    pa = sub.add_parser("params", help="print a model's parameter table (markdown)")
+    pa.add_argument("--model", required=True)
+    pa.add_argument("--species", default="human", choices=["human", "mouse"])
+    pa.set_defaults(func=_params)
+    o = sub.add_parser("outputs", help="list a model's species and outputs")
+    o.add_argument("--model", required=True)
+    o.set_defaults(func=_outputs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ChemohostError as exc:
+        print(f"chemohost: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Scenario files: YAML that names a model, species, regimens, patients, horizon and outputs.
+
+Parsing is strict: unknown fields, missing doses, impossible schedules and units that do not
+convert are reported as :class:`~chemohost.errors.ScenarioError` naming the file and the field,
+with what is allowed.  Example::
+
+    name: gem_1000_d1_8_15_q28
+    model: chemo_core
+    species: human
+    horizon: 168 day
+    output_interval: 1 day
+    outputs: [C_gem, dfdctp, ANC, tumour_size]
+    regimens:
+      - drug: gemcitabine
+        dose: 1000 mg/m2
+        route: iv
+        infusion: 30 min
+        days: [1, 8, 15]
+        cycle_length: 28 day
+        cycles: 6
+        dose_modification: gemcitabine_label_anc
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ChemohostError, ScenarioError
+from .protocol.dosing import ROUTES, Regimen, parse_dose
+from .protocol.rules import RULES
+from .units import to_internal
+
+Quantity = str | float | int
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegimenSpec(_Strict):
+    drug: str
+    dose: Quantity = Field(description="amount per administration: '1000 mg/m2', '120 mg/kg' or '50 mg'")
+    route: Literal["iv", "ip", "sc", "oral"] = "iv"
+    infusion: Quantity | None = Field(None, description="zero-order infusion duration, e.g. '30 min'")
+    days: list[int] = Field(default_factory=lambda: [1], description="1-based treatment days in each cycle")
+    cycle_length: Quantity = "21 day"
+    cycles: int = 1
+    start: Quantity = "0 day"
+    dose_modification: str | None = None
+
+
+class PatientsSpec(_Strict):
+    n: int = 1
+    variability: bool = False
+    covariates: dict[str, Quantity] = Field(default_factory=dict)
+
+    @field_validator("n")
+    @classmethod
+    def _positive(cls, v):
+        if v < 1:
+            raise ValueError("number of patients must be >= 1")
+        return v
+
+
+class SolverSpec(_Strict):
+    rtol: float = 1e-5
+    atol: float = 1e-9
+    closed_form: bool = True
+    max_steps: int = 200_000
+
+
+class ScenarioSpec(_Strict):
+    name: str
+    description: str = ""
+    model: str
+    species: Literal["human", "mouse"] = "human"
+    horizon: Quantity
+    output_interval: Quantity = "1 day"
+    outputs: list[str] | None = None
+    seed: int = 0
+    patients: PatientsSpec = Field(default_factory=PatientsSpec)
+    parameters: dict[str, Quantity] = Field(default_factory=dict)
+    regimens: list[RegimenSpec] | None = None
+    arms: dict[str, list[RegimenSpec]] | None = None
+    solver: SolverSpec = Field(default_factory=SolverSpec)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of ``loc``."""
+    cls: Any = ScenarioSpec
+    for part in loc[:-1]:
+        while True:
+            origin = typing.get_origin(cls)
+            if origin in (list, dict) or origin is typing.Union or str(origin) == "types.UnionType":
+                args = [a for a in typing.get_args(cls) if a is not type(None)]
+                cls = args[-1] if origin is not typing.Union and str(origin) != "types.UnionType" else args[0]
+                if isinstance(part, int) or origin is dict:
+                    break
+                continue
+            break
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and isinstance(part, str) and part in cls.model_fields:
+            cls = cls.model_fields[part].annotation
+    while True:
+        origin = typing.get_origin(cls)
+        if origin is None:
+            break
+        cls = [a for a in typing.get_args(cls) if a is not type(None)][-1]
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _format_validation(exc: ValidationError, file: str) -> ScenarioError:
+    msgs = []
+    first_field = None
+    for err in exc.errors():
+        loc = err["loc"]
+        field = _loc(loc)
+        first_field = first_field or field
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc)
+            allowed = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msgs.append(f"field '{field}' is not a known field{hint}; allowed here: {', '.join(allowed)}")
+        elif err["type"] == "missing":
+            msgs.append(f"field '{field}' is required")
+        else:
+            msgs.append(f"field '{field}': {err['msg']} (got {err.get('input')!r})")
+    return ScenarioError("; ".join(msgs), file=file)
+
+
+def read_spec(path: str | Path) -> ScenarioSpec:
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(f"scenario file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"not valid YAML: {exc}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ScenarioError("a scenario must be a YAML mapping with name, model, horizon, regimens", file=str(path))
+    return parse_spec(data, str(path))
+
+
+def parse_spec(data: dict, file: str = "<scenario>") -> ScenarioSpec:
+    try:
+        spec = ScenarioSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(exc, file) from None
+    if spec.regimens is not None and spec.arms is not None:
+        raise ScenarioError("give either 'regimens' (one arm) or 'arms' (several), not both", file=file, field="arms")
+    return spec
+
+
+def build_regimens(specs: list[RegimenSpec], drugs: dict, file: str, prefix: str) -> list[Regimen]:
+    out = []
+    for i, r in enumerate(specs):
+        where = f"{prefix}[{i}]"
+        if r.drug not in drugs:
+            raise ScenarioError(f"unknown drug '{r.drug}'; this model has: {', '.join(sorted(drugs))}",
+                                file=file, field=f"{where}.drug")
+        if r.route not in drugs[r.drug].routes:
+            raise ScenarioError(f"drug '{r.drug}' cannot be given by route '{r.route}' in this model; allowed: "
+                                f"{', '.join(sorted(drugs[r.drug].routes))}", file=file, field=f"{where}.route")
+        if r.dose_modification is not None and r.dose_modification not in RULES:
+            raise ScenarioError(f"unknown dose-modification rule '{r.dose_modification}'; allowed: "
+                                f"{', '.join(sorted(RULES))}", file=file, field=f"{where}.dose_modification")
+        field = f"{where}.dose"
+        try:
+            value, basis = parse_dose(r.dose)
+            field = f"{where}.infusion"
+            infusion = to_internal(r.infusion, "day") if r.infusion is not None else None
+            field = f"{where}.cycle_length"
+            cycle = to_internal(r.cycle_length, "day", "day")
+            field = f"{where}.start"
+            start = to_internal(r.start, "day", "day")
+            field = where
+            out.append(Regimen(drug=r.drug, dose=value, basis=basis, route=r.route, infusion=infusion,
+                               days=tuple(r.days), cycle_length=cycle, cycles=r.cycles, start=start,
+                               rule=r.dose_modification, label=r.drug))
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=file, field=field) from None
+    return out
+
+
+__all__ = ["ScenarioSpec", "RegimenSpec", "PatientsSpec", "SolverSpec", "read_spec", "parse_spec",
+           "build_regimens", "ROUTES"]
