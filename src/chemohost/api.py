@@ -48,13 +48,14 @@ def parameter_vector(model: Model, species: str, overrides: dict[str, object] | 
             import difflib
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ParameterError(f"{where}: '{key}' is not a parameter of model '{model.name}'{hint}")
+            raise ParameterError(f"field '{where}.{key}': '{key}' is not a parameter of model '{model.name}'{hint}; "
+                                 f"see `chemohost params --model {model.name}` for the allowed names")
         try:
             values[names.index(key)] = to_internal(val, ps[key].unit, ps[key].unit)
         except ChemohostError as exc:
-            raise ParameterError(f"{where}.{key}: {exc}") from None
+            raise ParameterError(f"field '{where}.{key}': {exc}") from None
         if not np.isfinite(values[names.index(key)]):
-            raise ParameterError(f"{where}.{key}: value must be finite")
+            raise ParameterError(f"field '{where}.{key}': value must be finite")
     return names, values, cvs
 
 
@@ -132,7 +133,10 @@ class Scenario:
                 self.cvs[self.names.index(k)] = 0.0
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=source) from None
-        arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens or []}
+        if spec.arms is None and spec.regimens is None:
+            raise ScenarioError("missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm) "
+                                "or 'arms' (several)", file=source, field="regimens")
+        arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens}
         if not arms:
             raise ScenarioError("no arms: give 'regimens' or 'arms'", file=source, field="arms")
         self.arms = {name: build_regimens(regs, self.model.drugs, source,
@@ -146,8 +150,9 @@ class Scenario:
             self.interval = to_internal(spec.output_interval, "day", "day")
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=source, field="output_interval") from None
-        if not self.horizon > 0:
-            raise ScenarioError("horizon must be > 0", file=source, field="horizon")
+        if not (np.isfinite(self.horizon) and self.horizon > 0):
+            raise ScenarioError(f"horizon must be finite and > 0, got {spec.horizon!r}; e.g. '168 day'",
+                                file=source, field="horizon")
         if not 0 < self.interval <= self.horizon:
             raise ScenarioError("output_interval must be > 0 and at most the horizon", file=source,
                                 field="output_interval")

@@ -24,6 +24,7 @@ with what is allowed.  Example::
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -138,9 +139,13 @@ def _format_validation(exc: ValidationError, file: str) -> ScenarioError:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             msgs.append(f"field '{field}' is not a known field{hint}; allowed here: {', '.join(allowed)}")
         elif err["type"] == "missing":
-            msgs.append(f"field '{field}' is required")
+            owner = _model_at(loc)
+            info = owner.model_fields.get(str(loc[-1])) if owner else None
+            hint = f" ({info.description})" if info is not None and info.description else ""
+            msgs.append(f"field '{field}' is required{hint}")
         else:
-            msgs.append(f"field '{field}': {err['msg']} (got {err.get('input')!r})")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            msgs.append(f"field '{field}': {msg} (got {err.get('input')!r})")
     return ScenarioError("; ".join(msgs), file=file)
 
 
@@ -148,8 +153,14 @@ def read_spec(path: str | Path) -> ScenarioSpec:
     path = Path(path)
     if not path.exists():
         raise ScenarioError(f"scenario file not found: {path}")
+    if not path.is_file():
+        raise ScenarioError(f"scenario path is not a file: {path}; give a scenario YAML file", file=str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"cannot read the scenario file ({exc}); it must be UTF-8 YAML text", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"not valid YAML: {exc}", file=str(path)) from None
     if not isinstance(data, dict):
@@ -189,13 +200,53 @@ def build_regimens(specs: list[RegimenSpec], drugs: dict, file: str, prefix: str
             cycle = to_internal(r.cycle_length, "day", "day")
             field = f"{where}.start"
             start = to_internal(r.start, "day", "day")
+            _check_schedule(r, value, infusion, cycle, start, file, where)
             field = where
             out.append(Regimen(drug=r.drug, dose=value, basis=basis, route=r.route, infusion=infusion,
                                days=tuple(r.days), cycle_length=cycle, cycles=r.cycles, start=start,
                                rule=r.dose_modification, label=r.drug))
+        except ScenarioError:
+            raise
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=file, field=field) from None
     return out
+
+
+def _check_schedule(r: RegimenSpec, dose: float, infusion: float | None, cycle: float, start: float,
+                    file: str, where: str) -> None:
+    """Schedule checks that name the offending field (Regimen re-checks the same as a last guard)."""
+    def bad(name: str, msg: str):
+        raise ScenarioError(msg, file=file, field=f"{where}.{name}")
+
+    if not math.isfinite(dose) or dose < 0:
+        bad("dose", f"dose must be a finite amount >= 0, got {r.dose!r}; e.g. '1000 mg/m2', '120 mg/kg' or '50 mg'")
+    if infusion is not None:
+        if r.route != "iv":
+            bad("infusion", f"an infusion duration needs route 'iv', not '{r.route}'; drop 'infusion' or use route iv")
+        if not (math.isfinite(infusion) and infusion > 0):
+            bad("infusion", f"infusion duration must be > 0, got {r.infusion!r}; e.g. '30 min'")
+    if r.cycles < 1:
+        bad("cycles", f"cycles must be a whole number >= 1, got {r.cycles}")
+    if not (math.isfinite(cycle) and cycle > 0):
+        bad("cycle_length", f"cycle length must be > 0, got {r.cycle_length!r}; e.g. '21 day'")
+    if not (math.isfinite(start) and start >= 0):
+        bad("start", f"start offset must be >= 0, got {r.start!r}; e.g. '1 h'")
+    days = list(r.days)
+    if not days:
+        bad("days", "give at least one treatment day, e.g. [1, 8, 15]")
+    if any(d < 1 for d in days):
+        bad("days", f"treatment days are whole numbers >= 1 (day 1 = cycle start), got {days}")
+    if days != sorted(set(days)):
+        bad("days", f"treatment days must be strictly increasing, got {days}")
+    if days[-1] - 1 >= cycle:
+        bad("days", f"day {days[-1]} does not fit in a {cycle:g}-day cycle (allowed: 1..{math.ceil(cycle):d}); "
+                    "lengthen 'cycle_length' or drop the day")
+    if infusion is not None:
+        times = sorted(start + c * cycle + d - 1 for c in range(r.cycles) for d in days)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        if gaps and infusion > min(gaps) + 1e-12:
+            bad("infusion", f"a {infusion * 24:g}-h infusion overlaps the next dose ({min(gaps):g} days later); "
+                            "shorten the infusion or space the doses")
 
 
 __all__ = ["ScenarioSpec", "RegimenSpec", "PatientsSpec", "SolverSpec", "read_spec", "parse_spec",

@@ -76,6 +76,17 @@ class SimulationResult:
         return pd.DataFrame(data)
 
 
+def _eig(A: np.ndarray):
+    """Batched real eigen-decomposition; flags complex or ill-conditioned bases."""
+    lam, V = np.linalg.eig(A)
+    scale = np.maximum(np.abs(lam.real).max(axis=1), 1e-300)
+    imag = np.abs(lam.imag).max(axis=1) > 1e-9 * scale
+    lam, V = lam.real.copy(), V.real.copy()
+    with np.errstate(all="ignore"):
+        cond = np.linalg.cond(V)
+    return lam, V, imag | ~np.isfinite(cond) | (cond > 1e10)
+
+
 def _linear_decomposition(cm: CompiledModel, P: np.ndarray):
     n, L = P.shape[0], len(cm.lin_species)
     bad = np.zeros(n, dtype=bool)
@@ -84,18 +95,17 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray):
         return z, z.copy(), np.zeros((n, 0)), bad
     A = np.zeros((n, L, L))
     cm.module.lin_matrices(P, A)
-    # distinct eigenvalues are needed for a well-conditioned eigenbasis; a tiny relative
-    # perturbation of the diagonal separates exact ties (e.g. ka equal to an elimination rate,
-    # or several zero-rate compartments) at a cost of ~1e-9 relative error.
-    scale = np.maximum(np.abs(A).max(axis=(1, 2)), 1e-300)
-    jitter = 1e-9 * scale[:, None] * (1.0 + np.arange(L))[None, :] / L
-    A[:, np.arange(L), np.arange(L)] -= jitter
-    lam, V = np.linalg.eig(A)
-    imag = np.abs(lam.imag).max(axis=1) > 1e-9 * np.maximum(np.abs(lam.real).max(axis=1), 1e-300)
-    lam, V = lam.real.copy(), V.real.copy()
-    with np.errstate(all="ignore"):
-        cond = np.linalg.cond(V)
-    bad = imag | ~np.isfinite(cond) | (cond > 1e12)
+    lam, V, bad = _eig(A)
+    if bad.any():
+        # repeated eigenvalues (e.g. ka equal to an elimination rate) make the eigenbasis singular;
+        # a relative perturbation of 1e-6 of each diagonal rate separates them at a cost of ~1e-6
+        # relative error in that patient's linear states
+        Aj = A[bad].copy()
+        d = np.abs(Aj[:, np.arange(L), np.arange(L)])
+        Aj[:, np.arange(L), np.arange(L)] -= 1e-6 * np.maximum(d, 1e-12) * (1.0 + np.arange(L)) / L
+        lam_j, V_j, bad_j = _eig(Aj)
+        lam[bad], V[bad] = lam_j, V_j
+        bad[bad] = bad_j
     V[bad] = np.eye(L)
     lam[bad] = 0.0
     Vinv = np.linalg.inv(V)

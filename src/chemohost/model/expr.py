@@ -37,7 +37,7 @@ def check_name(name: str, what: str) -> None:
 
 def identifiers(text: str) -> set[str]:
     # strip numbers in scientific notation before looking for names (1e-3 is not the name 'e')
-    stripped = re.sub(r"(?<![A-Za-z_])\d+\.?\d*(?:[eE][-+]?\d+)?", " ", text)
+    stripped = re.sub(r"(?<![A-Za-z_0-9.])\d+\.?\d*(?:[eE][-+]?\d+)?", " ", text)
     return {m.group(0) for m in _IDENT.finditer(stripped)} - set(FUNCTIONS)
 
 

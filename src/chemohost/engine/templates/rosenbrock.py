@@ -262,12 +262,12 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 j += 1
             if t >= t_next:
                 break
-            if n == 0:
-                t = t_next
-                continue
             target = t_next
             if j < n_t and t_out[j] < target:
                 target = t_out[j]
+            if n == 0:
+                t = target
+                continue
             _f(t, y, t0, c0, dd, lam, V, u, p, xw, f0, modes, n_modes)
             if first:
                 # Hairer's starting-step heuristic, once per segment (dynamics jump at events)
