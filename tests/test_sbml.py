@@ -23,9 +23,9 @@ def _validate(text):
 
 def _max_rel_err(a, b):
     """Per species: max |a-b| / max(|b|, 1e-6 * max|b|) -- relative error, with values below a
-    millionth of the species' own peak compared on that floor."""
-    floor = 1e-6 * np.abs(b).max(axis=0)
-    return (np.abs(a - b) / np.maximum(np.abs(b), np.maximum(floor, 1e-300))).max(axis=0)
+    millionth of the species' own peak (or 1e-12 for species that stay at ~0) compared on that floor."""
+    floor = np.maximum(1e-6 * np.abs(b).max(axis=0), 1e-12)
+    return (np.abs(a - b) / np.maximum(np.abs(b), floor)).max(axis=0)
 
 
 def _roadrunner(text, times, species):

@@ -132,6 +132,31 @@ class _Printer(PythonCodePrinter):
         return out
 
 
+def _hoist(exprs: list[sp.Expr], params: set, registry: dict) -> list[sp.Expr]:
+    """Replace parameter-only subexpressions by ``qd[k]`` symbols (computed once per patient)."""
+
+    def name(e):
+        if e not in registry:
+            registry[e] = sp.Symbol(f"qd[{len(registry)}]", real=True)
+        return registry[e]
+
+    def walk(e):
+        if e.is_Atom:
+            return e
+        fs = e.free_symbols
+        if fs and fs <= params:
+            return name(e)
+        if isinstance(e, (sp.Add, sp.Mul)):
+            const = [a for a in e.args if a.free_symbols and a.free_symbols <= params]
+            rest = [walk(a) for a in e.args if not (a.free_symbols and a.free_symbols <= params)]
+            if len(const) > 1 or (const and not const[0].is_Atom):
+                return e.func(name(e.func(*const)), *rest)
+            return e.func(*const, *rest)
+        return e.func(*[walk(a) for a in e.args])
+
+    return [walk(e) for e in exprs]
+
+
 def _emit(name: str, args: str, targets: list[tuple[str, sp.Expr]], header: str = "") -> str:
     printer = _Printer({"standard": "python3", "fully_qualified_modules": True})
     exprs = [e for _, e in targets]
@@ -184,16 +209,29 @@ def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[s
     ysyms = [sp.Symbol(f"y[{i}]", real=True) for i in range(len(ode))]
 
     f = [sm.derivs[s].xreplace(subs) for s in ode]
-    rhs_t = [(f"dy[{i}]", e + sp.Symbol(f"u[{i}]")) for i, e in enumerate(f)]
     used = set().union(*(e.free_symbols for e in f)) if f else set()
     lin_needed = [i for i in range(len(lin)) if sp.Symbol(f"xl[{i}]", real=True) in used]
-    jac_t = []
+    jac_t, jl_t = [], []
     for i, e in enumerate(f):
         for j, yj in enumerate(ysyms):
             if yj in e.free_symbols:
                 d = sp.diff(e, yj)
                 if d != 0:
                     jac_t.append((f"J[{i}, {j}]", d))
+        for q, li in enumerate(lin_needed):
+            xs = sp.Symbol(f"xl[{li}]", real=True)
+            if xs in e.free_symbols:
+                d = sp.diff(e, xs)
+                if d != 0:
+                    jl_t.append((f"JL[{i}, {q}]", d))
+    # parameter-only subexpressions (covariate powers, 4/MTT, ...) are evaluated once per patient
+    psyms = {sp.Symbol(f"p[{i}]", real=True) for i in range(len(pnames))}
+    registry: dict = {}
+    f = _hoist(f, psyms, registry)
+    jac_t = list(zip([t for t, _ in jac_t], _hoist([e for _, e in jac_t], psyms, registry)))
+    jl_t = list(zip([t for t, _ in jl_t], _hoist([e for _, e in jl_t], psyms, registry)))
+    rhs_t = [(f"dy[{i}]", e + sp.Symbol(f"u[{i}]")) for i, e in enumerate(f)]
+    derived_t = [(str(sym), e) for e, sym in registry.items()]
     outs = list(model.species) + list(model.outputs)
     out_t = []
     for k, name in enumerate(outs):
@@ -223,8 +261,12 @@ def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[s
         f"# ODE species: {ode}",
         f"# linear species: {lin}",
         "",
-        _emit("rhs", "t, y, xl, u, p, dy", rhs_t),
-        _emit("jac", "t, y, xl, u, p, J", jac_t, header="    J[:, :] = 0.0"),
+        f"N_DERIVED = {max(len(derived_t), 1)}",
+        "",
+        _emit("derived", "p, qd", derived_t),
+        _emit("rhs", "t, y, xl, u, p, qd, dy", rhs_t),
+        _emit("jac", "t, y, xl, u, p, qd, J", jac_t, header="    J[:, :] = 0.0"),
+        _emit("jac_lin", "t, y, xl, u, p, qd, JL", jl_t, header="    JL[:, :] = 0.0"),
         _emit("outputs", "t, y, xl, p, o", out_t),
         _emit("init_state", "p, y, xl", init_t),
         _emit("lin_matrix", "p, A", lin_t, header="    A[:, :] = 0.0"),

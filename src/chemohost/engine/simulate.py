@@ -219,8 +219,11 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     dose_rule = np.ascontiguousarray(np.broadcast_to(dose_rule, (n, table.n)))
     V, Vinv, lam, bad = _linear_decomposition(cm, P)
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
-    mode_needed = np.ascontiguousarray((np.abs(V[:, needed, :]) > 0).any(axis=1)) if needed.size else \
-        np.zeros(lam.shape, dtype=np.bool_)
+    # a mode matters to the integrated states if its eigenvector has a non-negligible entry in a
+    # linear state they read (entries ~1e-18 are round-off of exact structural zeros)
+    colmax = np.abs(V).max(axis=1, keepdims=True) if V.size else V
+    mode_needed = np.ascontiguousarray((np.abs(V[:, needed, :]) > 1e-12 * colmax).any(axis=1)) if needed.size \
+        else np.zeros(lam.shape, dtype=np.bool_)
     res = np.full((n, times.size, len(outputs)), np.nan)
     factors = np.ones((n, max(table.n, 1)))
     status = np.zeros(n, dtype=np.int64)

@@ -60,6 +60,27 @@ def _phi(lam, tau):
 
 
 @nb.njit(cache=True, error_model="numpy")
+def _phi_e(lam, tau, e):
+    # (exp(lam tau) - 1) / lam from the already computed exponential; series where it cancels
+    x = lam * tau
+    if abs(x) < 1e-3:
+        return tau * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0))))
+    return (e - 1.0) / lam
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _dxl_dt(tau, c0, dd, lam, V, modes, n_modes, dx):
+    # time derivative of the linear states the integrated part reads
+    for q_ in range(LIN_NEEDED.shape[0]):
+        dx[q_] = 0.0
+    for m in range(n_modes):
+        k = modes[m]
+        dk = math.exp(lam[k] * tau) * (lam[k] * c0[k] + dd[k])
+        for q_ in range(LIN_NEEDED.shape[0]):
+            dx[q_] += V[LIN_NEEDED[q_], k] * dk
+
+
+@nb.njit(cache=True, error_model="numpy")
 def _lin_eval(tau, c0, dd, lam, V, xl):
     # xl = V (exp(lam tau) c0 + phi(lam, tau) dd); non-negative by construction, clip round-off.
     # The modal values overwrite nothing: they are formed on the fly, one exp per mode.
@@ -77,14 +98,15 @@ def _lin_eval(tau, c0, dd, lam, V, xl):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _f(t, y, t0, c0, dd, lam, V, u, p, xl, dy, modes, n_modes):
+def _f(t, y, t0, c0, dd, lam, V, u, p, qd, xl, dy, modes, n_modes):
     # right-hand side with the linear states it reads (LIN_NEEDED) evaluated from the active modes
     tau = t - t0
     for q in range(LIN_NEEDED.shape[0]):
         xl[LIN_NEEDED[q]] = 0.0
     for m in range(n_modes):
         k = modes[m]
-        mk = math.exp(lam[k] * tau) * c0[k] + _phi(lam[k], tau) * dd[k]
+        e = math.exp(lam[k] * tau)
+        mk = e * c0[k] + _phi_e(lam[k], tau, e) * dd[k]
         for q in range(LIN_NEEDED.shape[0]):
             i = LIN_NEEDED[q]
             xl[i] += V[i, k] * mk
@@ -92,7 +114,7 @@ def _f(t, y, t0, c0, dd, lam, V, u, p, xl, dy, modes, n_modes):
         i = LIN_NEEDED[q]
         if xl[i] < 0.0:
             xl[i] = 0.0
-    rhs(t, y, xl, u, p, dy)
+    rhs(t, y, xl, u, p, qd, dy)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -159,6 +181,10 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     y = np.zeros(n)
     xl = np.zeros(nl)
     init_state(p, y, xl)
+    qd = np.zeros(N_DERIVED)   # parameter-only subexpressions, computed once per patient
+    derived(p, qd)
+    JL = np.zeros((n, LIN_NEEDED.shape[0]))
+    dx = np.zeros(LIN_NEEDED.shape[0])
     u = np.zeros(n)          # zero-order input into ODE states (mg/day)
     b = np.zeros(nl)         # zero-order input into linear states
     c0 = np.zeros(nl)
@@ -268,7 +294,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             if n == 0:
                 t = target
                 continue
-            _f(t, y, t0, c0, dd, lam, V, u, p, xw, f0, modes, n_modes)
+            _f(t, y, t0, c0, dd, lam, V, u, p, qd, xw, f0, modes, n_modes)
             if first:
                 # Hairer's starting-step heuristic, once per segment (dynamics jump at events)
                 d0 = 0.0
@@ -283,11 +309,15 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 if h0 < h:
                     h = h0
                 first = False
-            jac(t, y, xw, u, p, J)
-            dt_ = 1e-7 * max(abs(t), 1e-2)
-            _f(t + dt_, y, t0, c0, dd, lam, V, u, p, xw, f1, modes, n_modes)
+            jac(t, y, xw, u, p, qd, J)
+            # df/dt: time enters only through the closed-form linear states (chain rule)
+            jac_lin(t, y, xw, u, p, qd, JL)
+            _dxl_dt(t - t0, c0, dd, lam, V, modes, n_modes, dx)
             for i in range(n):
-                dT[i] = (f1[i] - f0[i]) / dt_
+                acc = 0.0
+                for q_ in range(dx.shape[0]):
+                    acc += JL[i, q_] * dx[q_]
+                dT[i] = acc
             while True:
                 steps += 1
                 if steps > max_steps:
@@ -317,31 +347,31 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 _solve(M, piv, k1, n)
                 for i in range(n):
                     yn[i] = y[i] + _A21 * k1[i]
-                _f(t + _CC2 * h, yn, t0, c0, dd, lam, V, u, p, xw, k2, modes, n_modes)
+                _f(t + _CC2 * h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k2, modes, n_modes)
                 for i in range(n):
                     k2[i] += h * _D2 * dT[i] + ih * _C21 * k1[i]
                 _solve(M, piv, k2, n)
                 for i in range(n):
                     yn[i] = y[i] + _A31 * k1[i] + _A32 * k2[i]
-                _f(t + _CC3 * h, yn, t0, c0, dd, lam, V, u, p, xw, k3, modes, n_modes)
+                _f(t + _CC3 * h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k3, modes, n_modes)
                 for i in range(n):
                     k3[i] += h * _D3 * dT[i] + ih * (_C31 * k1[i] + _C32 * k2[i])
                 _solve(M, piv, k3, n)
                 for i in range(n):
                     yn[i] = y[i] + _A41 * k1[i] + _A42 * k2[i] + _A43 * k3[i]
-                _f(t + _CC4 * h, yn, t0, c0, dd, lam, V, u, p, xw, k4, modes, n_modes)
+                _f(t + _CC4 * h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k4, modes, n_modes)
                 for i in range(n):
                     k4[i] += h * _D4 * dT[i] + ih * (_C41 * k1[i] + _C42 * k2[i] + _C43 * k3[i])
                 _solve(M, piv, k4, n)
                 for i in range(n):
                     yn[i] = y[i] + _A51 * k1[i] + _A52 * k2[i] + _A53 * k3[i] + _A54 * k4[i]
-                _f(t + h, yn, t0, c0, dd, lam, V, u, p, xw, k5, modes, n_modes)
+                _f(t + h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k5, modes, n_modes)
                 for i in range(n):
                     k5[i] += ih * (_C51 * k1[i] + _C52 * k2[i] + _C53 * k3[i] + _C54 * k4[i])
                 _solve(M, piv, k5, n)
                 for i in range(n):
                     yn[i] += k5[i]
-                _f(t + h, yn, t0, c0, dd, lam, V, u, p, xw, k6, modes, n_modes)
+                _f(t + h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k6, modes, n_modes)
                 for i in range(n):
                     k6[i] += ih * (_C61 * k1[i] + _C62 * k2[i] + _C63 * k3[i] + _C64 * k4[i] + _C65 * k5[i])
                 _solve(M, piv, k6, n)
