@@ -169,3 +169,12 @@ def test_repeated_eigenvalues_in_linear_pk():
     r = ch.simulate(model, np.stack([p, near]), reg, t, ["dfdctp", "C_gem"], options=ch.SolverOptions(rtol=1e-9, atol=1e-14))
     assert (r.status == 0).all()
     np.testing.assert_allclose(r.values[0], r.values[1], rtol=1e-4, atol=1e-5)  # values ~1-300
+
+
+def test_output_times_within_round_off_of_event_times():
+    """2-h output grid vs an infusion ending at 1 h + 1 h: times equal up to one ulp."""
+    model, names, p = typical("chemo_core")
+    regs = [ch.Regimen("cisplatin", 70, "bsa", "iv", 1 / 24, (1,), 21, 2, start=1 / 24)]
+    t = np.arange(0, 43) * (2 / 24)
+    r = ch.simulate(model, p[None], regs, t, ["C_cis", "ANC"])
+    assert (r.status == 0).all() and np.isfinite(r.values).all()

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from .engine.codegen import compile_model
 from .engine.simulate import STATUS, SimulationResult, SolverOptions, simulate
 from .errors import ChemohostError, ParameterError, ScenarioError
 from .model.core import Model
-from .model.params import lognormal_sd, parameter_set
+from .model.params import default_tables, lognormal_sd, parameter_set
 from .model.registry import get_model
 from .scenario import ScenarioSpec, build_regimens, parse_spec, read_spec
 from .units import to_internal
@@ -81,7 +81,7 @@ class RunResult:
 
     def manifest(self) -> dict:
         sc = self.scenario
-        table = Path(str(resources.files("chemohost.model") / "data" / "parameters.csv"))
+        tables = default_tables()
         versions = {}
         for pkg in ("numpy", "scipy", "numba", "sympy", "pandas", "pyarrow", "pydantic", "pint", "python-libsbml",
                     "matplotlib", "pyyaml"):
@@ -100,7 +100,8 @@ class RunResult:
             "scenario_sha256": sc.sha256,
             "model": sc.model.name,
             "model_code_hash": sc.compiled().source_hash,
-            "parameter_table_sha256": hashlib.sha256(table.read_bytes()).hexdigest(),
+            "parameter_table_sha256": hashlib.sha256(b"".join(t.read_bytes() for t in tables)).hexdigest(),
+            "parameter_tables": [t.name for t in tables],
             "species": sc.spec.species,
             "seed": sc.spec.seed,
             "patients": sc.spec.patients.n,

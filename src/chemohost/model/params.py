@@ -39,18 +39,30 @@ class ParameterValue:
     description: str = ""
 
 
-def _default_table() -> Path:
-    return Path(str(resources.files("chemohost.model") / "data" / "parameters.csv"))
+def default_tables() -> list[Path]:
+    """All parameter tables shipped with the package (``model/data/*.csv``), in name order."""
+    return sorted(Path(str(resources.files("chemohost.model") / "data")).glob("*.csv"))
 
 
-def read_table(path: str | Path | None = None) -> list[dict[str, str]]:
-    path = Path(path) if path else _default_table()
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(_strip_comments(fh))]
-    if rows and set(_COLUMNS) - set(rows[0]):
-        raise ParameterError(f"{path}: missing columns {sorted(set(_COLUMNS) - set(rows[0]))}")
-    for i, r in enumerate(rows, start=2):
-        r["_where"] = f"{path.name} line {i}"
+def read_table(path: str | Path | list | None = None) -> list[dict[str, str]]:
+    """Rows of one table, of several, or (default) of every shipped table."""
+    paths = default_tables() if path is None else ([Path(p) for p in path] if isinstance(path, list) else [Path(path)])
+    rows: list[dict[str, str]] = []
+    for p in paths:
+        with open(p, newline="") as fh:
+            lines = list(_strip_comments(fh))
+        these = list(csv.DictReader(lines))
+        if these and set(_COLUMNS) - set(these[0]):
+            raise ParameterError(f"{p}: missing columns {sorted(set(_COLUMNS) - set(these[0]))}")
+        for i, r in enumerate(these, start=2):
+            r["_where"] = f"{p.name} row {i - 1}"
+        rows += these
+    seen = {}
+    for r in rows:
+        key = (r["name"], r["species"])
+        if key in seen:
+            raise ParameterError(f"{r['_where']}: parameter '{r['name']}' ({r['species']}) is also given at {seen[key]}")
+        seen[key] = r["_where"]
     return rows
 
 
@@ -75,8 +87,6 @@ def parameter_set(model: Model, species: str, table: str | Path | None = None) -
     chosen: dict[str, dict[str, str]] = {}
     for r in rows:
         if r["name"] in model.parameters and r["species"] in (species, "all"):
-            if r["name"] in chosen and chosen[r["name"]]["species"] == species and r["species"] == species:
-                raise ParameterError(f"{r['_where']}: parameter '{r['name']}' ({species}) given twice")
             if r["name"] not in chosen or r["species"] == species:
                 chosen[r["name"]] = r
     missing = sorted(set(model.parameters) - set(chosen))

@@ -217,7 +217,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     nrej = 0
     while True:
         # 1. events at the current time (stops sorted before starts/boluses at equal times)
-        while k < n_ev and ev_time[k] <= t:
+        while k < n_ev and ev_time[k] <= t + 1e-12 * max(1.0, abs(t)):
             kind = ev_kind[k]
             dose = ev_dose[k]
             tgt = ev_target[k]
@@ -283,7 +283,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             h = t_next - t
         first = True
         while True:
-            while j < n_t and t_out[j] <= t:
+            while j < n_t and t_out[j] <= t + 1e-12 * max(1.0, abs(t)):
                 _record(t, y, t0, c0, dd, lam, V, p, xw, o, out_sel, res[j])
                 j += 1
             if t >= t_next:
@@ -291,7 +291,8 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             target = t_next
             if j < n_t and t_out[j] < target:
                 target = t_out[j]
-            if n == 0:
+            if n == 0 or target - t <= 1e-12 * max(1.0, abs(t)):
+                # nothing to integrate, or an output time within round-off of an event time
                 t = target
                 continue
             _f(t, y, t0, c0, dd, lam, V, u, p, qd, xw, f0, modes, n_modes)
