@@ -86,3 +86,24 @@ def test_docetaxel_friberg_export_matches():
     sp = list(model.species)
     ours = ch.simulate(model, p[None], reg, times, sp, options=ch.SolverOptions(rtol=1e-10, atol=1e-14))
     assert _max_rel_err(ours.values[0], _roadrunner(text, times, sp)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("species,regimens,horizon", [
+    ("human", [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8), 21, 1),
+               ch.Regimen("cisplatin", 70, "bsa", "iv", 1 / 24, (1,), 21, 1, start=1 / 24),
+               ch.Regimen("bermekimab", 7.5, "weight", "iv", 1 / 24, (1,), 21, 1)], 21.0),
+    # (adding daily belnacasan boluses here makes CVODE stop with CV_CONV_FAILURE; chemohost runs it)
+    ("mouse", [ch.Regimen("gemcitabine", 120, "weight", "ip", None, (1,), 7, 2),
+               ch.Regimen("cisplatin", 6, "weight", "ip", None, (1,), 7, 2)], 14.0),
+])
+def test_full_host_response_model_matches_roadrunner(species, regimens, horizon):
+    model, names, p = typical("host_response", species)
+    table = ch.dose_table(regimens)
+    text = ch.to_sbml(model, dict(zip(names, p)), table)
+    _validate(text)
+    times = np.linspace(0, horizon, 169) + 0.0013
+    times[0] = 0.0
+    sp = list(model.species)
+    ours = ch.simulate(model, p[None], regimens, times, sp, options=ch.SolverOptions(rtol=1e-10, atol=1e-14))
+    err = _max_rel_err(ours.values[0], _roadrunner(text, times, sp))
+    assert err.max() <= 1e-4, f"max relative error {err.max():.2e} on {sp[int(np.argmax(err))]}"

@@ -30,6 +30,7 @@ from .engine.simulate import STATUS, SimulationResult, SolverOptions, simulate
 from .errors import ChemohostError, ParameterError, ScenarioError
 from .model.core import Model
 from .model.params import default_tables, lognormal_sd, parameter_set
+from .model.perturbations import perturbation_overrides
 from .model.registry import get_model
 from .scenario import ScenarioSpec, build_regimens, parse_spec, read_spec
 from .units import to_internal
@@ -134,6 +135,13 @@ class Scenario:
                 self.cvs[self.names.index(k)] = 0.0
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=source) from None
+        for i, pert in enumerate(spec.perturbations):
+            try:
+                for k, v in perturbation_overrides([pert], self.model.parameters).items():
+                    self.typical[self.names.index(k)] = v
+                    self.cvs[self.names.index(k)] = 0.0
+            except ChemohostError as exc:
+                raise ScenarioError(str(exc), file=source, field=f"perturbations[{i}]") from None
         if spec.arms is None and spec.regimens is None:
             raise ScenarioError("missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm) "
                                 "or 'arms' (several)", file=source, field="regimens")

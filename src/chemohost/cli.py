@@ -100,6 +100,32 @@ def _outputs(args) -> int:
     return 0
 
 
+def _validate(args) -> int:
+    from .evidence import framework
+
+    results = framework.run_checks(args.only, args.out)
+    print(framework.format_table(results))
+    if not results:
+        print(f"chemohost: note: no checks are registered (is {framework.CHECKS_MODULE} missing?)",
+              file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        print(f"wrote {out / 'validation.json'} and {len(results)} figure(s) in {out / 'figures'}")
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+def _diagram(args) -> int:
+    from .model.registry import get_model
+    from .report.diagram import diagram_stats, write_diagram
+
+    model = get_model(args.model)
+    path = write_diagram(model, args.out)
+    st = diagram_stats(model)
+    print(f"wrote {path} (model {model.name}: {st['modules']} modules, {st['species']} species, "
+          f"{st['flows']} flows, {st['signals']} signals, {st['doses']} dosing routes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chemohost", description="Host response to chemotherapy: simulator")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("outputs", help="list a model's species and outputs")
     o.add_argument("--model", required=True)
     o.set_defaults(func=_outputs)
+    v = sub.add_parser("validate", help="run the evidence checks (published facts); exit 1 if any fails")
+    v.add_argument("--out", help="folder for validation.json and figures/<id>.png")
+    v.add_argument("--only", nargs="+", action="extend", metavar="ID", help="run only these check ids")
+    v.set_defaults(func=_validate)
+    d = sub.add_parser("diagram", help="draw a model's structure as a self-contained SVG")
+    d.add_argument("--model", required=True, help="model name (see `chemohost models`)")
+    d.add_argument("--out", required=True, help="output .svg file")
+    d.set_defaults(func=_diagram)
     return p
 
 

@@ -87,6 +87,8 @@ class ScenarioSpec(_Strict):
     seed: int = 0
     patients: PatientsSpec = Field(default_factory=PatientsSpec)
     parameters: dict[str, Quantity] = Field(default_factory=dict)
+    perturbations: list[str] = Field(default_factory=list,
+                                     description="knockouts / tumour-free host, e.g. [gsdmd_ko, tumour_free]")
     regimens: list[RegimenSpec] | None = None
     arms: dict[str, list[RegimenSpec]] | None = None
     solver: SolverSpec = Field(default_factory=SolverSpec)

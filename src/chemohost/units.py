@@ -38,7 +38,10 @@ def conversion_factor(from_unit: str, to_unit: str) -> float:
     if normalise_unit(from_unit) == normalise_unit(to_unit):
         return 1.0
     try:
-        return float(Q_(1.0, normalise_unit(from_unit)).to(normalise_unit(to_unit)).magnitude)
+        ratio = _ureg.parse_expression(normalise_unit(from_unit)) / _ureg.parse_expression(normalise_unit(to_unit))
+        if not hasattr(ratio, "to"):
+            return float(ratio)
+        return float(ratio.to("dimensionless").magnitude)
     except pint.errors.DimensionalityError:
         raise UnitError(
             f"unit '{from_unit}' does not convert to '{to_unit}' (different dimensions); "

@@ -178,7 +178,7 @@ def _add_doses(m, model: Model, doses: DoseTable, factors):
         reg = doses.regimens[doses.regimen[d]]
         scale = {"flat": "", "bsa": " * BSA", "weight": " * WT"}[reg.basis]
         fac = 1.0 if factors is None else float(factors[d])
-        amount = f"{reg.dose!r}{scale} * {fac!r}" + (f" * {route.bioavailability}" if route.bioavailability else "")
+        amount = f"{reg.dose * route.scale!r}{scale} * {fac!r}" + (f" * {route.bioavailability}" if route.bioavailability else "")
         t0 = float(doses.time[d])
         if doses.duration[d] > 0:
             tgt = route.target

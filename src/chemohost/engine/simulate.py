@@ -128,10 +128,10 @@ def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: di
         target = cm.target_index(route.target)
         bio = params[route.bioavailability] if route.bioavailability else -1
         if table.duration[d] > 0:
-            ev.append((table.time[d], 2, KIND_START, target, d, bio))
-            ev.append((table.time[d] + table.duration[d], 0, KIND_STOP, target, d, bio))
+            ev.append((table.time[d], 2, KIND_START, target, d, bio, route.scale))
+            ev.append((table.time[d] + table.duration[d], 0, KIND_STOP, target, d, bio, route.scale))
         else:
-            ev.append((table.time[d], 1, KIND_BOLUS, target, d, bio))
+            ev.append((table.time[d], 1, KIND_BOLUS, target, d, bio, route.scale))
     ev.sort(key=lambda e: (e[0], e[1], e[4]))
     E = len(ev)
     ev_time = np.array([e[0] for e in ev], dtype=float)
@@ -147,9 +147,9 @@ def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: di
     for k, e in enumerate(ev):
         d = e[4]
         if e[2] == KIND_BOLUS:
-            amount[:, k] = amounts[:, d]
+            amount[:, k] = amounts[:, d] * e[6]
         elif e[2] == KIND_START:
-            amount[:, k] = amounts[:, d] / table.duration[d]
+            amount[:, k] = amounts[:, d] * e[6] / table.duration[d]
         else:
             amount[:, k] = start_of[d]
     tile = lambda a: np.ascontiguousarray(np.broadcast_to(a, (n, E)))  # noqa: E731

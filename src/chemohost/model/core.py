@@ -82,6 +82,7 @@ class Route:
 
     target: str
     bioavailability: str | None = None
+    scale: float = 1.0  # target units per mg dosed (e.g. 1e6 for a species in ng)
 
 
 @dataclass(frozen=True)

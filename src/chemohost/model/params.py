@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..errors import ParameterError
+from ..errors import ChemohostError, ParameterError
 from ..units import conversion_factor
 from .core import Model
 
@@ -101,7 +101,10 @@ def parameter_set(model: Model, species: str, table: str | Path | None = None) -
         where = r["_where"]
         if not r["source"].strip():
             raise ParameterError(f"{where}: parameter '{name}' has no source; cite one or write 'calibrated: <target>'")
-        f = conversion_factor(r["unit"], spec.unit)
+        try:
+            f = conversion_factor(r["unit"], spec.unit)
+        except ChemohostError as exc:
+            raise ParameterError(f"{where}: parameter '{name}': {exc}") from None
         value = _num(r["value"], where, "value") * f
         lower = _num(r["lower"], where, "lower") * f if r["lower"].strip() else value
         upper = _num(r["upper"], where, "upper") * f if r["upper"].strip() else value

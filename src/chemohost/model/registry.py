@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from ..errors import ModelError
 from .core import Model, compose
-from .mechanisms import cisplatin_pk, covariates, docetaxel_pk, gemcitabine_pk
+from .mechanisms import (cisplatin_pk, covariates, cytokines, death_modes, docetaxel_pk, gemcitabine_pk,
+                         heterogeneity, immune, marrow, metastasis)
 from .mechanisms.friberg import friberg
 from .mechanisms.simeoni import simeoni
 
@@ -41,11 +42,27 @@ def _friberg_docetaxel() -> Model:
     )
 
 
+def _host_response() -> Model:
+    from .mechanisms import interventions
+
+    drivers = {"gem": "dfdctp", "cis": "C_cis_uM"}
+    units = {"gem": "umol/L", "cis": "umol/L"}
+    return compose(
+        "host_response",
+        "Chemotherapy host response: PK, death modes, IL-1/IL-6/G-CSF/PGE2, marrow skew, immunity, "
+        "stem-like repopulation, metastasis, interventions",
+        [covariates.MODULE, gemcitabine_pk.MODULE, cisplatin_pk.MODULE, *interventions.ALL,
+         simeoni("tumour", drivers, units), death_modes.MODULE, cytokines.MODULE, marrow.MODULE,
+         immune.MODULE, heterogeneity.MODULE, metastasis.MODULE],
+    )
+
+
 MODELS: dict[str, Callable[[], Model]] = {
     "gemcitabine_pk": _gemcitabine_pk,
     "cisplatin_pk": _cisplatin_pk,
     "chemo_core": _chemo_core,
     "friberg_docetaxel": _friberg_docetaxel,
+    "host_response": _host_response,
 }
 
 _cache: dict[str, Model] = {}

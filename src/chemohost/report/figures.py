@@ -39,7 +39,8 @@ def timecourse_figure(run, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{run.scenario.spec.name} ({run.scenario.spec.species}, {run.scenario.model.name})", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
