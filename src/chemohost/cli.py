@@ -39,6 +39,25 @@ def _median(x):
     return np.median(x)
 
 
+def _trial(args) -> int:
+    from .studies.trial import Trial, run_trial, write_trial
+
+    trial = Trial.load(args.scenario)
+    if args.patients is not None and args.patients < 1:
+        raise ChemohostError("--patients must be >= 1")
+    res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True)
+    files = write_trial(res, args.out)
+    print(f"trial '{trial.spec.name}': {len(res.patients)} patient-arms in {res.timings['simulate_and_endpoints']:.1f} s")
+    for arm, s in res.summary["arms"].items():
+        hr = s["hr_os_vs_control"]
+        print(f"  {arm}: n={s['n']} ORR {s['orr']:.2f} median PFS {s['median_pfs_months']:.2f} mo, median OS "
+              f"{s['median_os_months']:.2f} mo, 12-mo OS {s['os_12m']:.2f}, G3+ neutropenia {s['neutropenia_g3plus']:.2f}, "
+              f"HR {hr[0]:.2f}")
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
 def _export(args) -> int:
     from .api import load_scenario, parameter_vector
     from .engine.sbml import to_sbml
@@ -135,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patients", type=int, help="override the number of patients")
     s.add_argument("--seed", type=int, help="override the random seed")
     s.set_defaults(func=_simulate)
+    tr = sub.add_parser("trial", help="run an in-silico trial (arms x virtual patients)")
+    tr.add_argument("scenario", help="trial YAML file (see scenarios/trial_*.yaml)")
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--patients", type=int, help="patients per arm (overrides the file)")
+    tr.add_argument("--seed", type=int, help="random seed (overrides the file)")
+    tr.set_defaults(func=_trial)
     e = sub.add_parser("export", help="export a model")
     esub = e.add_subparsers(dest="format", required=True)
     sb = esub.add_parser("sbml", help="SBML Level 3 Version 2")

@@ -104,9 +104,9 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: tuple, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
     """The pydantic model class that owns the last element of ``loc``."""
-    cls: Any = ScenarioSpec
+    cls: Any = root or ScenarioSpec
     for part in loc[:-1]:
         while True:
             origin = typing.get_origin(cls)
@@ -127,7 +127,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _format_validation(exc: ValidationError, file: str) -> ScenarioError:
+def _format_validation(exc: ValidationError, file: str, root: type[BaseModel] | None = None) -> ScenarioError:
     msgs = []
     first_field = None
     for err in exc.errors():
@@ -135,13 +135,13 @@ def _format_validation(exc: ValidationError, file: str) -> ScenarioError:
         field = _loc(loc)
         first_field = first_field or field
         if err["type"] == "extra_forbidden":
-            owner = _model_at(loc)
+            owner = _model_at(loc, root)
             allowed = sorted(owner.model_fields) if owner else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             msgs.append(f"field '{field}' is not a known field{hint}; allowed here: {', '.join(allowed)}")
         elif err["type"] == "missing":
-            owner = _model_at(loc)
+            owner = _model_at(loc, root)
             info = owner.model_fields.get(str(loc[-1])) if owner else None
             hint = f" ({info.description})" if info is not None and info.description else ""
             msgs.append(f"field '{field}' is required{hint}")

@@ -1,0 +1,304 @@
+"""In-silico trials: arms x virtual patients -> endpoints, survival analysis, report.
+
+``chemohost trial SCENARIO.yaml --out DIR`` runs every arm on the *same* virtual patients (common
+random numbers), streams them through the engine in chunks (bounded memory; full time courses kept
+only for a sample), computes per-patient endpoints (RECIST 1.1 best response from tumour volume,
+PFS, OS from a tumour/NLR-linked hazard, CTCAE neutropenia, dose intensity, NLR) and per-arm
+statistics (lifelines), and writes patients.parquet, summary.json, report.html and manifest.json
+atomically.  The same seed gives identical patients.parquet whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, ValidationError
+
+from .. import __version__
+from ..engine.codegen import compile_model
+from ..engine.simulate import SolverOptions, simulate
+from ..errors import ChemohostError, ScenarioError
+from ..model.perturbations import perturbation_overrides
+from ..model.registry import get_model
+from ..scenario import Quantity, RegimenSpec, SolverSpec, _format_validation, _Strict, build_regimens
+from ..units import to_internal
+
+DAYS_PER_MONTH = 30.4375
+
+
+class TrialSpec(_Strict):
+    name: str
+    description: str = ""
+    model: str = "host_response"
+    species: Literal["human", "mouse"] = "human"
+    seed: int = 0
+    patients: int = Field(200, description="virtual patients per arm")
+    follow_up: Quantity = "12 month"
+    control: str
+    arms: dict[str, list[RegimenSpec]]
+    population: dict = Field(default_factory=dict)
+    parameters: dict[str, Quantity] = Field(default_factory=dict)
+    perturbations: list[str] = Field(default_factory=list)
+    assessment_interval: Quantity = "8 week"
+    chunk_size: int = 1000
+    keep_timecourses: int = 200
+    solver: SolverSpec = Field(default_factory=lambda: SolverSpec(rtol=1e-4, atol=1e-8))
+
+
+@dataclass
+class Trial:
+    spec: TrialSpec
+    source: str
+    sha256: str
+    model: object = None
+    arms: dict = field(default_factory=dict)
+    follow_up_days: float = 0.0
+    assess_days: float = 0.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trial":
+        path = Path(path)
+        if not path.is_file():
+            raise ScenarioError(f"trial file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"not valid YAML: {exc}", file=str(path)) from None
+        if not isinstance(data, dict):
+            raise ScenarioError("a trial must be a YAML mapping with name, arms, control", file=str(path))
+        return cls.from_dict(data, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<trial>", sha: str = "") -> "Trial":
+        try:
+            spec = TrialSpec.model_validate(data)
+        except ValidationError as exc:
+            raise _format_validation_trial(exc, source) from None
+        t = cls(spec, source, sha)
+        t._resolve()
+        return t
+
+    def _resolve(self):
+        s, f = self.spec, self.source
+        if s.patients < 1:
+            raise ScenarioError("number of patients per arm must be >= 1", file=f, field="patients")
+        if s.chunk_size < 1:
+            raise ScenarioError("chunk_size must be >= 1", file=f, field="chunk_size")
+        if not s.arms:
+            raise ScenarioError("give at least one arm", file=f, field="arms")
+        if s.control not in s.arms:
+            raise ScenarioError(f"control arm '{s.control}' is not one of the arms: {', '.join(s.arms)}",
+                                file=f, field="control")
+        try:
+            self.model = get_model(s.model)
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=f, field="model") from None
+        self.arms = {name: build_regimens(regs, self.model.drugs, f, f"arms.{name}") for name, regs in s.arms.items()}
+        try:
+            self.follow_up_days = to_internal(s.follow_up, "day", "day")
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=f, field="follow_up") from None
+        try:
+            self.assess_days = to_internal(s.assessment_interval, "day", "day")
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=f, field="assessment_interval") from None
+        longest = max((r.cycle_length for regs in self.arms.values() for r in regs), default=0.0)
+        if not self.follow_up_days >= longest or self.follow_up_days <= 0:
+            raise ScenarioError(f"follow-up ({self.follow_up_days:g} days) is shorter than one treatment cycle "
+                                f"({longest:g} days); lengthen follow_up", file=f, field="follow_up")
+        if not 0 < self.assess_days <= self.follow_up_days:
+            raise ScenarioError("assessment_interval must be > 0 and within the follow-up", file=f,
+                                field="assessment_interval")
+        for i, pert in enumerate(s.perturbations):
+            try:
+                perturbation_overrides([pert], self.model.parameters)
+            except ChemohostError as exc:
+                raise ScenarioError(str(exc), file=f, field=f"perturbations[{i}]") from None
+
+
+def _format_validation_trial(exc: ValidationError, file: str) -> ScenarioError:
+    return _format_validation(exc, file, TrialSpec)
+
+
+class _PreDrawn:
+    """Hands ``simulate_os`` the exponential draws of exactly these patients (chunk-invariant)."""
+
+    def __init__(self, e):
+        self._e = e
+
+    def standard_exponential(self, n):
+        assert n == self._e.size
+        return self._e
+
+
+OUTPUTS = ["tumour_total", "met_burden", "ANC", "NLR", "gmp_frequency"]
+
+
+@dataclass
+class TrialResult:
+    trial: Trial
+    patients: pd.DataFrame
+    summary: dict
+    samples: dict
+    timings: dict
+
+    def manifest(self) -> dict:
+        from importlib import metadata
+
+        versions = {}
+        for pkg in ("numpy", "numba", "scipy", "pandas", "lifelines", "pyarrow"):
+            try:
+                versions[pkg] = metadata.version(pkg)
+            except metadata.PackageNotFoundError:
+                versions[pkg] = None
+        cm = compile_model(self.trial.model, self.trial.spec.solver.closed_form)
+        return {"chemohost_version": __version__, "trial": self.trial.spec.model_dump(mode="json"),
+                "trial_file": self.trial.source, "trial_sha256": self.trial.sha256,
+                "model": self.trial.model.name, "model_code_hash": cm.source_hash,
+                "seed": self.summary["seed"], "patients_per_arm": int(len(self.patients) / max(len(self.trial.arms), 1)),
+                "timings_s": self.timings, "python": sys.version.split()[0], "packages": versions}
+
+
+def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None, chunk_size: int | None = None,
+              progress: bool = False) -> TrialResult:
+    from ..population.virtual import sample_population
+    from .endpoints import patient_endpoints
+    from .survival import OSLinkParams, arm_summary, compare_arms, os_hazard, progression_or_death, simulate_os
+
+    spec = trial.spec
+    n = spec.patients if patients is None else patients
+    seed = spec.seed if seed is None else seed
+    chunk = chunk_size or spec.chunk_size
+    if n < 1:
+        raise ScenarioError("number of patients per arm must be >= 1", file=trial.source, field="patients")
+    t0 = time.perf_counter()
+    cm = compile_model(trial.model, spec.solver.closed_form)
+    t1 = time.perf_counter()
+    pop = dict(spec.population)
+    targets = pop.pop("targets", None)
+    factor = int(pop.pop("candidates_per_patient", 5))
+    acceptance = None
+    try:
+        if targets:
+            from ..population.virtual import TargetDistribution, select_virtual_population
+
+            names, P, cov = sample_population(trial.model, spec.species, pop, n * factor, seed,
+                                              parameters=spec.parameters)
+            tds = {col: TargetDistribution.from_dict(d) for col, d in targets.items()}
+            idx, acceptance = select_virtual_population(cov, tds, n, seed)
+            P, cov = P[idx], cov.iloc[idx].reset_index(drop=True)
+        else:
+            names, P, cov = sample_population(trial.model, spec.species, pop, n, seed, parameters=spec.parameters)
+    except ChemohostError as exc:
+        raise ScenarioError(str(exc), file=trial.source, field="population") from None
+    for k, v in perturbation_overrides(spec.perturbations, trial.model.parameters).items():
+        P[:, names.index(k)] = v
+    opts = SolverOptions(rtol=spec.solver.rtol, atol=spec.solver.atol, max_steps=spec.solver.max_steps,
+                         closed_form=spec.solver.closed_form)
+    fu = trial.follow_up_days
+    times = np.unique(np.r_[np.arange(0.0, fu, 1.0), fu])
+    os_times = times
+    osp = OSLinkParams()
+    rows, samples = [], {}
+    keep = min(spec.keep_timecourses, n)
+    for a_i, (arm, regs) in enumerate(trial.arms.items()):
+        e_os = np.random.Generator(np.random.PCG64([seed, 7919, a_i])).standard_exponential(n)
+        kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
+        parts = []
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            res = simulate(cm, P[s:e], regs, times, OUTPUTS, options=opts)
+            ep = patient_endpoints(res, assess_every_days=trial.assess_days)
+            ep["patient"] = np.arange(s, e)
+            hz = os_hazard(osp, os_times, ep["tsr_w8"].to_numpy(), ep["sld0_mm"].to_numpy(),
+                           res.output("NLR"), nlr_times_days=times)
+            os_m, os_e = simulate_os(_PreDrawn(e_os[s:e]), os_times, hz, follow_up_days=fu)
+            ep["os_months"], ep["os_event"] = os_m, os_e
+            pfs_m, pfs_e = progression_or_death(ep["pfs_months"], ep["pfs_event"], os_m, os_e)
+            ep["pfs_months"], ep["pfs_event"] = pfs_m, pfs_e
+            y = res.output("tumour_total")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.nanmin(y, axis=1) / y[:, 0]) - 1)
+            if s < keep:
+                m = min(keep, e) - s
+                for o in OUTPUTS:
+                    kept[o][s:s + m] = res.output(o)[:m]
+            parts.append(ep)
+            if progress:
+                print(f"  {arm}: {e}/{n} patients", file=sys.stderr, flush=True)
+        df = pd.concat(parts, ignore_index=True)
+        df.insert(1, "arm", arm)
+        rows.append(df)
+        samples[arm] = (times, kept)
+    t2 = time.perf_counter()
+    pdf = pd.concat(rows, ignore_index=True)
+    covs = cov.drop(columns=[c for c in ("patient",) if c in cov.columns])
+    covs.insert(0, "patient", np.arange(n))
+    pdf = pdf.merge(covs, on="patient", how="left")
+    pdf["arm"] = pd.Categorical(pdf["arm"], categories=list(trial.arms))
+    pdf = pdf.sort_values(["arm", "patient"], kind="stable").reset_index(drop=True)
+    summary = {"arms": {}, "control": spec.control, "seed": seed,
+               "population": {"n_per_arm": n, "selection_acceptance_rate": acceptance}}
+    comp = compare_arms(pdf.assign(arm=pdf["arm"].astype(str)), spec.control)
+    for arm in trial.arms:
+        s_ = arm_summary(pdf[pdf["arm"] == arm])
+        c = comp.get(arm)
+        s_["hr_os_vs_control"] = [c["hr"], c["hr_ci_low"], c["hr_ci_high"]] if c else [1.0, float("nan"), float("nan")]
+        s_["logrank_p"] = c["logrank_p"] if c else float("nan")
+        s_["n"] = int(s_["n"])
+        summary["arms"][arm] = s_
+    pdf = pdf.rename(columns={"bor": "best_response", "max_neutropenia_grade": "neutropenia_grade_max",
+                              "nlr_d28": "nlr_day28"})
+    return TrialResult(trial, pdf, summary, samples,
+                       {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1, "statistics": time.perf_counter() - t2})
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, (np.floating, np.integer)):
+        return _json_safe(x.item())
+    return x
+
+
+def write_trial(result: TrialResult, out: str | Path) -> dict[str, Path]:
+    """patients.parquet, summary.json, report.html, manifest.json -- atomically."""
+    from ..report.trial_report import render
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScenarioError(f"--out {out} exists and is not a folder; choose a folder path")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        result.patients.to_parquet(tmp / "patients.parquet", index=False)
+        (tmp / "summary.json").write_text(json.dumps(_json_safe(result.summary), indent=2))
+        manifest = _json_safe(result.manifest())
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        (tmp / "report.html").write_text(render(result.trial.spec.name, result.trial.spec.description,
+                                                result.patients, result.summary, result.samples, manifest))
+        out.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+            written[f.name] = out / f.name
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

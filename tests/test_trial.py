@@ -1,0 +1,81 @@
+"""In-silico trials: outputs, chunk invariance, statistics, bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from chemohost.cli import main
+from chemohost.studies.trial import Trial, run_trial
+
+BASE = {
+    "name": "mini", "model": "host_response", "species": "human", "seed": 5, "patients": 12,
+    "follow_up": "3 month", "control": "gem", "assessment_interval": "8 week",
+    "arms": {
+        "gem": [{"drug": "gemcitabine", "dose": "1000 mg/m2", "infusion": "30 min", "days": [1, 8, 15],
+                 "cycle_length": "28 day", "cycles": 3, "dose_modification": "gemcitabine_label_anc"}],
+        "gem + anti-IL-1a": [{"drug": "gemcitabine", "dose": "1000 mg/m2", "infusion": "30 min", "days": [1, 8, 15],
+                              "cycle_length": "28 day", "cycles": 3, "dose_modification": "gemcitabine_label_anc"},
+                             {"drug": "bermekimab", "dose": "7.5 mg/kg", "infusion": "60 min", "days": [1, 15],
+                              "cycle_length": "28 day", "cycles": 3}],
+    },
+}
+
+COLUMNS = ["patient", "arm", "best_response", "pfs_months", "pfs_event", "os_months", "os_event",
+           "neutropenia_grade_max", "nlr_baseline", "nlr_day28", "dose_intensity", "bsa_m2"]
+
+
+def _trial(**changes):
+    d = json.loads(json.dumps(BASE))
+    d.update(changes)
+    return Trial.from_dict(d, "mini.yaml")
+
+
+def test_same_seed_same_patients_whatever_the_chunk_size():
+    a = run_trial(_trial(), chunk_size=5).patients
+    b = run_trial(_trial(), chunk_size=1000).patients
+    pd.testing.assert_frame_equal(a, b)
+    assert set(COLUMNS) <= set(a.columns) and len(a) == 24
+    c = run_trial(_trial(), seed=6).patients
+    assert not a["os_months"].equals(c["os_months"])
+
+
+def test_cli_writes_all_outputs(tmp_path, capsys):
+    path = tmp_path / "t.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(BASE))
+    out = tmp_path / "out"
+    assert main(["trial", str(path), "--out", str(out), "--patients", "10"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["control"] == "gem" and summary["seed"] == 5
+    for arm in BASE["arms"]:
+        s = summary["arms"][arm]
+        assert {"n", "orr", "dcr", "median_pfs_months", "median_os_months", "os_12m", "neutropenia_g3plus",
+                "neutropenia_g4", "hr_os_vs_control", "logrank_p"} <= set(s)
+        assert len(s["hr_os_vs_control"]) == 3
+    html = (out / "report.html").read_text()
+    assert "<img src='data:image/png;base64," in html and "http" not in html.split("<h2>Manifest")[0]
+    df = pd.read_parquet(out / "patients.parquet")
+    assert set(COLUMNS) <= set(df.columns)
+    assert (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("changes,field,fragment", [
+    ({"control": "placebo"}, "control", "not one of the arms"),
+    ({"patients": 0}, "patients", ">= 1"),
+    ({"follow_up": "2 week"}, "follow_up", "shorter than one treatment cycle"),
+    ({"arms": {"gem": [{"drug": "gemcitabin", "dose": "1000 mg/m2"}]}}, "arms.gem[0].drug", "unknown drug"),
+    ({"population": {"targets": {"nlr0": {"lognormal": {"median": 400, "sd_log": 0.1}}}}}, "population", "nlr0"),
+    ({"population": {"female_fractoin": 0.5}}, "population", "female"),
+])
+def test_bad_trials_exit_2_and_write_nothing(tmp_path, capsys, changes, field, fragment):
+    import yaml
+    d = json.loads(json.dumps(BASE))
+    d.update(changes)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(d))
+    out = tmp_path / "out"
+    assert main(["trial", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and field in err and fragment in err and "Traceback" not in err
+    assert not out.exists()
