@@ -79,3 +79,10 @@ def test_bad_trials_exit_2_and_write_nothing(tmp_path, capsys, changes, field, f
     err = capsys.readouterr().err
     assert "bad.yaml" in err and field in err and fragment in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("path", ["scenarios/trial_pancreatic_il1_blockade.yaml",
+                                  "scenarios/trial_bladder_gc_il1_timing.yaml"])
+def test_shipped_trials_load(path):
+    t = Trial.load(path)
+    assert t.spec.control in t.arms and len(t.arms) >= 3
