@@ -11,11 +11,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -251,24 +248,13 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def write_run(run: RunResult, out: str | Path) -> dict[str, Path]:
-    """Write timecourses.parquet, manifest.json and a figure into ``out`` atomically: files are
-    written to a temporary folder first and moved into ``out`` only when all succeeded."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ScenarioError(f"--out {out} exists and is not a folder; choose a folder path")
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
+    """Write timecourses.parquet, manifest.json and a figure into ``out`` atomically."""
+    from .outputs import write_atomically
+    from .report.figures import timecourse_figure
+
+    def write(tmp: Path) -> None:
         run.frame.to_parquet(tmp / "timecourses.parquet", index=False)
         (tmp / "manifest.json").write_text(json.dumps(run.manifest(), indent=2, default=str))
-        from .report.figures import timecourse_figure
         timecourse_figure(run, tmp / "timecourses.png")
-        out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-            written[f.name] = out / f.name
-        return written
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return write_atomically(out, write)

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,26 +276,15 @@ def _json_safe(x):
 
 def write_trial(result: TrialResult, out: str | Path) -> dict[str, Path]:
     """patients.parquet, summary.json, report.html, manifest.json -- atomically."""
+    from ..outputs import write_atomically
     from ..report.trial_report import render
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ScenarioError(f"--out {out} exists and is not a folder; choose a folder path")
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
+    def write(tmp: Path) -> None:
         result.patients.to_parquet(tmp / "patients.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(_json_safe(result.summary), indent=2))
         manifest = _json_safe(result.manifest())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         (tmp / "report.html").write_text(render(result.trial.spec.name, result.trial.spec.description,
                                                 result.patients, result.summary, result.samples, manifest))
-        out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-            written[f.name] = out / f.name
-        return written
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return write_atomically(out, write)
