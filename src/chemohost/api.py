@@ -27,9 +27,8 @@ from .engine.simulate import STATUS, SimulationResult, SolverOptions, simulate
 from .errors import ChemohostError, ParameterError, ScenarioError
 from .model.core import Model
 from .model.params import default_tables, lognormal_sd, parameter_set
-from .model.perturbations import perturbation_overrides
 from .model.registry import get_model
-from .scenario import ScenarioSpec, build_regimens, parse_spec, read_spec
+from .scenario import ScenarioSpec, build_regimens, parse_spec, perturbations_field, quantity_field, read_spec
 from .units import to_internal
 
 
@@ -132,13 +131,9 @@ class Scenario:
                 self.cvs[self.names.index(k)] = 0.0
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=source) from None
-        for i, pert in enumerate(spec.perturbations):
-            try:
-                for k, v in perturbation_overrides([pert], self.model.parameters).items():
-                    self.typical[self.names.index(k)] = v
-                    self.cvs[self.names.index(k)] = 0.0
-            except ChemohostError as exc:
-                raise ScenarioError(str(exc), file=source, field=f"perturbations[{i}]") from None
+        for k, v in perturbations_field(spec.perturbations, self.model.parameters, source).items():
+            self.typical[self.names.index(k)] = v
+            self.cvs[self.names.index(k)] = 0.0
         if spec.arms is None and spec.regimens is None:
             raise ScenarioError("missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm) "
                                 "or 'arms' (several)", file=source, field="regimens")
@@ -148,14 +143,8 @@ class Scenario:
         self.arms = {name: build_regimens(regs, self.model.drugs, source,
                                           "regimens" if spec.arms is None else f"arms.{name}")
                      for name, regs in arms.items()}
-        try:
-            self.horizon = to_internal(spec.horizon, "day", "day")
-        except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=source, field="horizon") from None
-        try:
-            self.interval = to_internal(spec.output_interval, "day", "day")
-        except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=source, field="output_interval") from None
+        self.horizon = quantity_field(spec.horizon, "day", source, "horizon")
+        self.interval = quantity_field(spec.output_interval, "day", source, "output_interval")
         if not (np.isfinite(self.horizon) and self.horizon > 0):
             raise ScenarioError(f"horizon must be finite and > 0, got {spec.horizon!r}; e.g. '168 day'",
                                 file=source, field="horizon")

@@ -148,18 +148,17 @@ def _diagram(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chemohost", description="Host response to chemotherapy: simulator")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("simulate", help="simulate a scenario YAML and write time courses")
-    s.add_argument("scenario", help="scenario YAML file (see scenarios/)")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--patients", type=int, help="override the number of patients")
-    s.add_argument("--seed", type=int, help="override the random seed")
-    s.set_defaults(func=_simulate)
-    tr = sub.add_parser("trial", help="run an in-silico trial (arms x virtual patients)")
-    tr.add_argument("scenario", help="trial YAML file (see scenarios/trial_*.yaml)")
-    tr.add_argument("--out", required=True, help="output folder")
-    tr.add_argument("--patients", type=int, help="patients per arm (overrides the file)")
-    tr.add_argument("--seed", type=int, help="random seed (overrides the file)")
-    tr.set_defaults(func=_trial)
+    for name, func, help_, file_help, n_help in (
+            ("simulate", _simulate, "simulate a scenario YAML and write time courses",
+             "scenario YAML file (see scenarios/)", "override the number of patients"),
+            ("trial", _trial, "run an in-silico trial (arms x virtual patients)",
+             "trial YAML file (see scenarios/trial_*.yaml)", "patients per arm (overrides the file)")):
+        r = sub.add_parser(name, help=help_)
+        r.add_argument("scenario", help=file_help)
+        r.add_argument("--out", required=True, help="output folder")
+        r.add_argument("--patients", type=int, help=n_help)
+        r.add_argument("--seed", type=int, help="override the random seed")
+        r.set_defaults(func=func)
     e = sub.add_parser("export", help="export a model")
     esub = e.add_subparsers(dest="format", required=True)
     sb = esub.add_parser("sbml", help="SBML Level 3 Version 2")

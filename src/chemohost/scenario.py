@@ -151,23 +151,50 @@ def _format_validation(exc: ValidationError, file: str, root: type[BaseModel] | 
     return ScenarioError("; ".join(msgs), file=file)
 
 
-def read_spec(path: str | Path) -> ScenarioSpec:
+def load_yaml_mapping(path: str | Path, what: str, required: str) -> tuple[dict, Path]:
+    """Read a UTF-8 YAML file that must hold a mapping; every failure is a ScenarioError."""
     path = Path(path)
     if not path.exists():
-        raise ScenarioError(f"scenario file not found: {path}")
+        raise ScenarioError(f"{what} file not found: {path}")
     if not path.is_file():
-        raise ScenarioError(f"scenario path is not a file: {path}; give a scenario YAML file", file=str(path))
+        raise ScenarioError(f"{what} path is not a file: {path}; give a {what} YAML file", file=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"cannot read the scenario file ({exc}); it must be UTF-8 YAML text", file=str(path)) from None
+        raise ScenarioError(f"cannot read the {what} file ({exc}); it must be UTF-8 YAML text", file=str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"not valid YAML: {exc}", file=str(path)) from None
     if not isinstance(data, dict):
-        raise ScenarioError("a scenario must be a YAML mapping with name, model, horizon, regimens", file=str(path))
+        raise ScenarioError(f"a {what} must be a YAML mapping with {required}", file=str(path))
+    return data, path
+
+
+def read_spec(path: str | Path) -> ScenarioSpec:
+    data, path = load_yaml_mapping(path, "scenario", "name, model, horizon, regimens")
     return parse_spec(data, str(path))
+
+
+def quantity_field(value, unit: str, file: str, field: str) -> float:
+    """A user quantity ('28 day', '12 month') in ``unit``; errors name the file and field."""
+    try:
+        return to_internal(value, unit, unit)
+    except ChemohostError as exc:
+        raise ScenarioError(str(exc), file=file, field=field) from None
+
+
+def perturbations_field(names: list[str], model_parameters, file: str) -> dict[str, float]:
+    """Parameter overrides of a scenario's ``perturbations`` list; errors name the entry."""
+    from .model.perturbations import perturbation_overrides
+
+    out: dict[str, float] = {}
+    for i, pert in enumerate(names):
+        try:
+            out.update(perturbation_overrides([pert], model_parameters))
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=file, field=f"perturbations[{i}]") from None
+    return out
 
 
 def parse_spec(data: dict, file: str = "<scenario>") -> ScenarioSpec:

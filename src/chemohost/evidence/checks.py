@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..api import parameter_vector
+from ..api import parameter_vector, sample_patients
 from ..engine.simulate import SolverOptions, simulate
 from ..model.perturbations import perturbation_overrides
 from ..model.registry import get_model
@@ -213,10 +213,8 @@ def _nlr():
                        t, ["NLR"], options=OPTS)
     # virtual patients with IIV and an epithelial caspase-1 expression level (CASCA-like score,
     # uniform 0-1 of wild type): does the NLR rise track the tumour caspase-1 -> IL-1 axis?
-    rng = np.random.default_rng(11)
-    omega = np.sqrt(np.log1p(cvs ** 2))
-    P = values[None] * np.exp(rng.standard_normal((120, values.size)) * omega[None])
-    casca = rng.uniform(0.0, 1.0, 120)
+    P = sample_patients(values, cvs, 120, seed=11, variability=True)
+    casca = np.random.default_rng(12).uniform(0.0, 1.0, 120)
     P[:, names.index("ko_casp1")] = casca
     pop = simulate(model, P, regs, t, ["NLR", "il1r1_signal"], options=OPTS)
     ok = pop.status == 0

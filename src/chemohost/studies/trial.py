@@ -20,17 +20,15 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import Field, ValidationError
 
 from .. import __version__
 from ..engine.codegen import compile_model
 from ..engine.simulate import SolverOptions, simulate
 from ..errors import ChemohostError, ScenarioError
-from ..model.perturbations import perturbation_overrides
 from ..model.registry import get_model
-from ..scenario import Quantity, RegimenSpec, SolverSpec, _format_validation, _Strict, build_regimens
-from ..units import to_internal
+from ..scenario import (Quantity, RegimenSpec, SolverSpec, _format_validation, _Strict, build_regimens,
+                        load_yaml_mapping, perturbations_field, quantity_field)
 
 DAYS_PER_MONTH = 30.4375
 
@@ -63,18 +61,11 @@ class Trial:
     arms: dict = field(default_factory=dict)
     follow_up_days: float = 0.0
     assess_days: float = 0.0
+    perturbation_overrides: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "Trial":
-        path = Path(path)
-        if not path.is_file():
-            raise ScenarioError(f"trial file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ScenarioError(f"not valid YAML: {exc}", file=str(path)) from None
-        if not isinstance(data, dict):
-            raise ScenarioError("a trial must be a YAML mapping with name, arms, control", file=str(path))
+        data, path = load_yaml_mapping(path, "trial", "name, arms, control")
         return cls.from_dict(data, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
 
     @classmethod
@@ -103,14 +94,8 @@ class Trial:
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=f, field="model") from None
         self.arms = {name: build_regimens(regs, self.model.drugs, f, f"arms.{name}") for name, regs in s.arms.items()}
-        try:
-            self.follow_up_days = to_internal(s.follow_up, "day", "day")
-        except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=f, field="follow_up") from None
-        try:
-            self.assess_days = to_internal(s.assessment_interval, "day", "day")
-        except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=f, field="assessment_interval") from None
+        self.follow_up_days = quantity_field(s.follow_up, "day", f, "follow_up")
+        self.assess_days = quantity_field(s.assessment_interval, "day", f, "assessment_interval")
         longest = max((r.cycle_length for regs in self.arms.values() for r in regs), default=0.0)
         if not self.follow_up_days >= longest or self.follow_up_days <= 0:
             raise ScenarioError(f"follow-up ({self.follow_up_days:g} days) is shorter than one treatment cycle "
@@ -118,11 +103,7 @@ class Trial:
         if not 0 < self.assess_days <= self.follow_up_days:
             raise ScenarioError("assessment_interval must be > 0 and within the follow-up", file=f,
                                 field="assessment_interval")
-        for i, pert in enumerate(s.perturbations):
-            try:
-                perturbation_overrides([pert], self.model.parameters)
-            except ChemohostError as exc:
-                raise ScenarioError(str(exc), file=f, field=f"perturbations[{i}]") from None
+        self.perturbation_overrides = perturbations_field(s.perturbations, self.model.parameters, f)
 
 
 def _format_validation_trial(exc: ValidationError, file: str) -> ScenarioError:
@@ -200,7 +181,7 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
             names, P, cov = sample_population(trial.model, spec.species, pop, n, seed, parameters=spec.parameters)
     except ChemohostError as exc:
         raise ScenarioError(str(exc), file=trial.source, field="population") from None
-    for k, v in perturbation_overrides(spec.perturbations, trial.model.parameters).items():
+    for k, v in trial.perturbation_overrides.items():
         P[:, names.index(k)] = v
     opts = SolverOptions(rtol=spec.solver.rtol, atol=spec.solver.atol, max_steps=spec.solver.max_steps,
                          closed_form=spec.solver.closed_form)
