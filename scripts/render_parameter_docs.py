@@ -25,7 +25,31 @@ def render() -> str:
                 continue
             parts += [f"## `{name}` ({species})", "", model.description, "",
                       parameter_table_markdown(model, species), ""]
+    parts += _indications()
     return "\n".join(parts)
+
+
+def _indications() -> list[str]:
+    """Indication layers (studies/data/indications.csv) used by trials: overrides on the human set."""
+    from chemohost.studies.indications import available, load_indication
+
+    model = ch.get_model("host_response")
+    parts = ["## Indication layers (trials; `src/chemohost/studies/data/indications.csv`)", "",
+             "Disease-specific typical values and IIV that a trial's `indication:` puts on top of the "
+             "human `host_response` set, and the constants of the OS hazard (`os.*`).", ""]
+    for name in available():
+        ind = load_indication(name, model.parameters)
+        parts += [f"### `{name}`", "", "| name | value | IIV CV | source |", "|---|---|---|---|"]
+        for key, src in ind.sources.items():
+            if key.startswith("os."):
+                val = f"{getattr(ind.os_link, key[3:]):.6g}"
+                cv = ""
+            else:
+                val = ind.parameters.get(key, "(table)")
+                cv = f"{100 * ind.cvs[key]:.0f}%" if key in ind.cvs else ""
+            parts.append(f"| `{key}` | {val} | {cv} | {src} |")
+        parts.append("")
+    return parts
 
 
 if __name__ == "__main__":

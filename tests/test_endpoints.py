@@ -177,3 +177,21 @@ def test_arm_summary():
 def test_progression_or_death():
     t, e = progression_or_death([3.0, 5.0, 5.0], [True, False, False], [4.0, 2.0, 6.0], [True, True, False])
     assert t.tolist() == [3.0, 2.0, 5.0] and e.tolist() == [True, True, False]
+
+
+def test_patient_endpoints_grades_neutropenia_on_lab_days():
+    """A 1-day nadir between weekly counts is seen on the daily grid but not by weekly labs."""
+    from types import SimpleNamespace
+
+    from chemohost.studies.endpoints import patient_endpoints
+
+    t = np.arange(0.0, 29.0)
+    anc = np.full((2, t.size), 3.0)
+    anc[0, 10] = 0.4  # grade 4 on day 10 only (no lab that day)
+    anc[1, 14] = 0.8  # grade 3 on day 14 (a lab day)
+    res = SimpleNamespace(times=t, n_patients=2, status=np.zeros(2, int), outputs=["ANC"],
+                          output=lambda name: anc, dose_factors=np.ones((2, 1)))
+    daily = patient_endpoints(res, assess_every_days=28)
+    weekly = patient_endpoints(res, assess_every_days=28, lab_every_days=7)
+    assert daily["max_neutropenia_grade"].tolist() == [4, 3]
+    assert weekly["max_neutropenia_grade"].tolist() == [0, 3]

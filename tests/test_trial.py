@@ -46,6 +46,8 @@ def test_cli_writes_all_outputs(tmp_path, capsys):
     path.write_text(yaml.safe_dump(BASE))
     out = tmp_path / "out"
     assert main(["trial", str(path), "--out", str(out), "--patients", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "20/20" in err and "patient" in err  # progress bar over all arms
     summary = json.loads((out / "summary.json").read_text())
     assert summary["control"] == "gem" and summary["seed"] == 5
     for arm in BASE["arms"]:
@@ -67,6 +69,8 @@ def test_cli_writes_all_outputs(tmp_path, capsys):
     ({"arms": {"gem": [{"drug": "gemcitabin", "dose": "1000 mg/m2"}]}}, "arms.gem[0].drug", "unknown drug"),
     ({"population": {"targets": {"nlr0": {"lognormal": {"median": 400, "sd_log": 0.1}}}}}, "population", "nlr0"),
     ({"population": {"female_fractoin": 0.5}}, "population", "female"),
+    ({"indication": "pancreas"}, "indication", "available: bladder_advanced, pancreatic_advanced"),
+    ({"lab_interval": "0 day"}, "lab_interval", "> 0"),
 ])
 def test_bad_trials_exit_2_and_write_nothing(tmp_path, capsys, changes, field, fragment):
     import yaml
@@ -86,3 +90,43 @@ def test_bad_trials_exit_2_and_write_nothing(tmp_path, capsys, changes, field, f
 def test_shipped_trials_load(path):
     t = Trial.load(path)
     assert t.spec.control in t.arms and len(t.arms) >= 3
+
+
+def test_indication_layer_sets_typical_values_cvs_and_os_link():
+    from chemohost.studies.indications import load_indication
+    from chemohost.model.registry import get_model
+
+    m = get_model("host_response")
+    ind = load_indication("bladder_advanced", m.parameters)
+    assert "tumour_k2_cis" in ind.parameters and ind.os_link.median_os_months > 5
+    assert all(v.strip() for v in ind.sources.values())
+    t = _trial(indication="bladder_advanced")
+    assert t.indication.name == "bladder_advanced"
+    # the indication's typical value reaches the simulated patients (IIV aside: compare medians)
+    from chemohost.population.virtual import sample_population
+    names, P, _ = sample_population(m, "human", {}, 400, 1, parameters=ind.parameters, cv_overrides=ind.cvs)
+    names0, P0, _ = sample_population(m, "human", {}, 400, 1)
+    j = names.index("tumour_k2_cis")
+    import numpy as np
+    from chemohost.api import parameter_vector
+    typ = parameter_vector(m, "human", ind.parameters)[1][j]
+    assert np.median(P[:, j]) == pytest.approx(typ, rel=0.15)
+    assert np.std(np.log(P[:, j])) > 0.3 and np.std(np.log(P0[:, j])) == 0.0
+
+
+def test_indication_table_errors_are_specific(tmp_path):
+    from chemohost.model.registry import get_model
+    from chemohost.studies.indications import IndicationError, load_indication
+
+    m = get_model("host_response")
+    bad = tmp_path / "ind.csv"
+    head = "indication,name,value,unit,cv_percent,source\n"
+    bad.write_text(head + "x,os.median_os,5,month,,src\n")
+    with pytest.raises(IndicationError, match="unknown OS-link constant"):
+        load_indication("x", m.parameters, bad)
+    bad.write_text(head + "x,tumour_k2_gemm,1,1/day,,src\n")
+    with pytest.raises(IndicationError, match="not a parameter"):
+        load_indication("x", m.parameters, bad)
+    bad.write_text(head + "x,tumour_k2_gem,1,1/day,,\n")
+    with pytest.raises(IndicationError, match="no source"):
+        load_indication("x", m.parameters, bad)

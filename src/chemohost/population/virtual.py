@@ -252,7 +252,7 @@ def covariates_from_normals(spec: PopulationSpec, Z: np.ndarray) -> pd.DataFrame
 def sample_population(model: Model, species: str = "human", spec: PopulationSpec | dict | None = None,
                       n: int = 100, seed: int = 0, *, parameters: dict | None = None,
                       fixed: dict[str, float] | None = None,
-                      variability: bool = True) -> tuple[list[str], np.ndarray, pd.DataFrame]:
+                      variability: bool = True, cv_overrides: dict[str, float] | None = None) -> tuple[list[str], np.ndarray, pd.DataFrame]:
     """Virtual patients: ``(names, P, covariates)``.
 
     * ``names``/``P`` (n, len(names)): model parameters in internal units, ready for ``simulate``.
@@ -262,6 +262,7 @@ def sample_population(model: Model, species: str = "human", spec: PopulationSpec
     * Every other parameter with a CV in the table gets log-normal IIV ``typical * exp(omega * eta)``
       (``omega = sqrt(log(1 + CV^2))``) when ``variability``.
     * ``parameters``: typical-value overrides as for :func:`chemohost.api.parameter_vector`.
+    * ``cv_overrides``: parameter -> CV (fraction) replacing the table's (e.g. an indication's IIV).
     * ``fixed``: parameter -> value (internal unit, or '70 kg' strings) held equal in every patient: neither
       covariate-mapped nor given IIV (e.g. a scenario's ``patients.covariates``).
     * Deterministic for ``seed``; row ``i`` depends only on ``seed`` and ``i`` (and the model's parameter
@@ -283,6 +284,12 @@ def sample_population(model: Model, species: str = "human", spec: PopulationSpec
     spec.validate()
 
     names, typical, cvs = parameter_vector(model, species, parameters)
+    for k, c in (cv_overrides or {}).items():
+        if k not in names:
+            raise PopulationError(f"cv override for '{k}': not a parameter of model '{model.name}'")
+        if not (np.isfinite(c) and c >= 0):
+            raise PopulationError(f"cv override for '{k}' must be a finite number >= 0, got {c!r}")
+        cvs[names.index(k)] = c
     fixed = dict(fixed or {})
     if fixed:
         fnames, fvals, _ = parameter_vector(model, species, fixed, where="fixed")

@@ -214,7 +214,8 @@ def assessment_indices(times_days, assessment_days, tol_days: float = 0.5) -> np
 def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_days=None,
                       met_threshold_cm3: float = NEW_LESION_THRESHOLD_CM3,
                       confirm_days: float = 28.0, scheduled_mask=None,
-                      tsr_day: float = 56.0, nlr_day: float = 28.0) -> pd.DataFrame:
+                      tsr_day: float = 56.0, nlr_day: float = 28.0,
+                      lab_every_days: float | None = None) -> pd.DataFrame:
     """One row per patient from a ``host_response`` ``SimulationResult``.
 
     Needs outputs ``tumour_total`` and ``met_burden`` (tumour endpoints), ``ANC`` (neutropenia) and
@@ -222,7 +223,8 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
     simulated time; assessments every ``assess_every_days`` (default 8 weeks) while inside the
     horizon, or exactly ``assessment_days``.  Columns: patient, status, sld0_mm, tsr_w8
     (SLD at ``tsr_day`` / baseline), bor, pd_day, pfs_months, pfs_event, max_neutropenia_grade
-    (over the whole simulated grid), dose_intensity, nlr_baseline, nlr_d28.
+    (over the whole simulated grid, or on laboratory days every ``lab_every_days`` from baseline, as a
+    trial's blood counts would see it), dose_intensity, nlr_baseline, nlr_d28.
     Patients whose simulation failed (status != 0) get nan / 'NE'.
     """
     t = np.asarray(result.times, dtype=float)
@@ -247,7 +249,10 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
         out |= {k: np.full(n, np.nan) for k in ("sld0_mm", "tsr_w8", "pd_day", "pfs_months")}
         out |= {"bor": np.full(n, "NE", dtype=object), "pfs_event": np.zeros(n, dtype=bool)}
     if "ANC" in names:
-        g = worst_neutropenia_grade(result.output("ANC")).astype(float)
+        anc = result.output("ANC")
+        if lab_every_days is not None:
+            anc = anc[:, assessment_indices(t, np.arange(t[0], t[-1] + 1e-9, lab_every_days))]
+        g = worst_neutropenia_grade(anc).astype(float)
         out["max_neutropenia_grade"] = np.where(ok, g, np.nan)
     else:
         out["max_neutropenia_grade"] = np.full(n, np.nan)

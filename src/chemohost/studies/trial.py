@@ -44,9 +44,12 @@ class TrialSpec(_Strict):
     control: str
     arms: dict[str, list[RegimenSpec]]
     population: dict = Field(default_factory=dict)
+    indication: str | None = Field(None, description="disease layer from studies/data/indications.csv")
     parameters: dict[str, Quantity] = Field(default_factory=dict)
     perturbations: list[str] = Field(default_factory=list)
     assessment_interval: Quantity = "8 week"
+    lab_interval: Quantity = Field("7 day", description="blood counts for CTCAE grading (weekly in the "
+                                                        "calibration trials); '1 day' grades every simulated day")
     chunk_size: int = 1000
     keep_timecourses: int = 200
     solver: SolverSpec = Field(default_factory=lambda: SolverSpec(rtol=1e-4, atol=1e-8))
@@ -61,6 +64,8 @@ class Trial:
     arms: dict = field(default_factory=dict)
     follow_up_days: float = 0.0
     assess_days: float = 0.0
+    lab_days: float = 7.0
+    indication: object = None
     perturbation_overrides: dict = field(default_factory=dict)
 
     @classmethod
@@ -96,6 +101,16 @@ class Trial:
         self.arms = {name: build_regimens(regs, self.model.drugs, f, f"arms.{name}") for name, regs in s.arms.items()}
         self.follow_up_days = quantity_field(s.follow_up, "day", f, "follow_up")
         self.assess_days = quantity_field(s.assessment_interval, "day", f, "assessment_interval")
+        self.lab_days = quantity_field(s.lab_interval, "day", f, "lab_interval")
+        if not 0 < self.lab_days <= self.follow_up_days:
+            raise ScenarioError("lab_interval must be > 0 and within the follow-up", file=f, field="lab_interval")
+        if s.indication is not None:
+            from .indications import load_indication
+
+            try:
+                self.indication = load_indication(s.indication, self.model.parameters)
+            except ChemohostError as exc:
+                raise ScenarioError(str(exc), file=f, field="indication") from None
         longest = max((r.cycle_length for regs in self.arms.values() for r in regs), default=0.0)
         if not self.follow_up_days >= longest or self.follow_up_days <= 0:
             raise ScenarioError(f"follow-up ({self.follow_up_days:g} days) is shorter than one treatment cycle "
@@ -119,6 +134,11 @@ class _PreDrawn:
     def standard_exponential(self, n):
         assert n == self._e.size
         return self._e
+
+
+def os_exponentials(seed: int, arm_index: int, n: int) -> np.ndarray:
+    """The unit-exponential draws behind the OS times of arm ``arm_index`` (one per patient)."""
+    return np.random.Generator(np.random.PCG64([seed, 7919, arm_index])).standard_exponential(n)
 
 
 OUTPUTS = ["tumour_total", "met_burden", "ANC", "NLR", "gmp_frequency"]
@@ -145,12 +165,14 @@ class TrialResult:
         return {"chemohost_version": __version__, "trial": self.trial.spec.model_dump(mode="json"),
                 "trial_file": self.trial.source, "trial_sha256": self.trial.sha256,
                 "model": self.trial.model.name, "model_code_hash": cm.source_hash,
+                "indication": self.trial.indication.to_dict() if self.trial.indication else None,
                 "seed": self.summary["seed"], "patients_per_arm": int(len(self.patients) / max(len(self.trial.arms), 1)),
                 "timings_s": self.timings, "python": sys.version.split()[0], "packages": versions}
 
 
 def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None, chunk_size: int | None = None,
               progress: bool = False) -> TrialResult:
+    """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr."""
     from ..population.virtual import sample_population
     from .endpoints import patient_endpoints
     from .survival import OSLinkParams, arm_summary, compare_arms, os_hazard, progression_or_death, simulate_os
@@ -168,17 +190,21 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     targets = pop.pop("targets", None)
     factor = int(pop.pop("candidates_per_patient", 5))
     acceptance = None
+    ind = trial.indication
+    params = {**(ind.parameters if ind else {}), **spec.parameters}
+    cv_over = dict(ind.cvs) if ind else {}
     try:
         if targets:
             from ..population.virtual import TargetDistribution, select_virtual_population
 
             names, P, cov = sample_population(trial.model, spec.species, pop, n * factor, seed,
-                                              parameters=spec.parameters)
+                                              parameters=params, cv_overrides=cv_over)
             tds = {col: TargetDistribution.from_dict(d) for col, d in targets.items()}
             idx, acceptance = select_virtual_population(cov, tds, n, seed)
             P, cov = P[idx], cov.iloc[idx].reset_index(drop=True)
         else:
-            names, P, cov = sample_population(trial.model, spec.species, pop, n, seed, parameters=spec.parameters)
+            names, P, cov = sample_population(trial.model, spec.species, pop, n, seed, parameters=params,
+                                              cv_overrides=cv_over)
     except ChemohostError as exc:
         raise ScenarioError(str(exc), file=trial.source, field="population") from None
     for k, v in trial.perturbation_overrides.items():
@@ -188,17 +214,25 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     fu = trial.follow_up_days
     times = np.unique(np.r_[np.arange(0.0, fu, 1.0), fu])
     os_times = times
-    osp = OSLinkParams()
+    osp = ind.os_link if ind else OSLinkParams()
     rows, samples = [], {}
     keep = min(spec.keep_timecourses, n)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n * len(trial.arms), unit="patient", desc=spec.name, file=sys.stderr,
+                   mininterval=0.5, dynamic_ncols=True)
+        # finer chunks for a smooth bar; results do not depend on the chunk size (tested)
+        chunk = min(chunk, max(64, -(-n // 10)))
     for a_i, (arm, regs) in enumerate(trial.arms.items()):
-        e_os = np.random.Generator(np.random.PCG64([seed, 7919, a_i])).standard_exponential(n)
+        e_os = os_exponentials(seed, a_i, n)
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             res = simulate(cm, P[s:e], regs, times, OUTPUTS, options=opts)
-            ep = patient_endpoints(res, assess_every_days=trial.assess_days)
+            ep = patient_endpoints(res, assess_every_days=trial.assess_days, lab_every_days=trial.lab_days)
             ep["patient"] = np.arange(s, e)
             hz = os_hazard(osp, os_times, ep["tsr_w8"].to_numpy(), ep["sld0_mm"].to_numpy(),
                            res.output("NLR"), nlr_times_days=times)
@@ -214,12 +248,15 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
                 for o in OUTPUTS:
                     kept[o][s:s + m] = res.output(o)[:m]
             parts.append(ep)
-            if progress:
-                print(f"  {arm}: {e}/{n} patients", file=sys.stderr, flush=True)
+            if bar is not None:
+                bar.set_postfix_str(arm, refresh=False)
+                bar.update(e - s)
         df = pd.concat(parts, ignore_index=True)
         df.insert(1, "arm", arm)
         rows.append(df)
         samples[arm] = (times, kept)
+    if bar is not None:
+        bar.close()
     t2 = time.perf_counter()
     pdf = pd.concat(rows, ignore_index=True)
     covs = cov.drop(columns=[c for c in ("patient",) if c in cov.columns])

@@ -16,6 +16,10 @@ Units: marrow pools relative to a healthy steady state (1); blood counts in 1e9/
 * Chemotherapy kills proliferating HSPC, GMP, MDP, CLP (Friberg-type linear effect of dFdCTP and
   unbound cisplatin; the mostly quiescent HSPC pool with a lower relative sensitivity) and
   circulating lymphocytes.
+* Lymphocyte supply: only a share (bm_f_lymph_marrow) depends on marrow CLP output; the rest is
+  peripheral homeostatic division (den Braber 2012 Immunity 36:288: in adult humans most naive
+  T-cell production is peripheral, in mice mostly thymic), so chemotherapy lowers human
+  lymphocytes moderately rather than cumulatively emptying the blood.
 """
 
 from ..core import Flow, Module, Output, ParameterSpec, Species
@@ -76,6 +80,7 @@ MODULE = Module(
         ParameterSpec("bm_k_mono", "1/day", "blood monocyte removal rate"),
         ParameterSpec("bm_lymph0", "1e9/L", "baseline blood lymphocytes"),
         ParameterSpec("bm_k_lymph", "1/day", "blood lymphocyte turnover"),
+        ParameterSpec("bm_f_lymph_marrow", "dimensionless", "share of lymphocyte supply that depends on marrow CLP output"),
         ParameterSpec("bm_slope_gem", "1/(umol/L)", "kill of proliferating marrow cells per uM dFdCTP"),
         ParameterSpec("bm_slope_cis", "1/(umol/L)", "kill of proliferating marrow cells per uM unbound cisplatin"),
         ParameterSpec("bm_lymph_kill", "dimensionless", "relative sensitivity of blood lymphocytes to chemotherapy"),
@@ -122,7 +127,8 @@ MODULE = Module(
         Flow("polarisation_down", "mdsc_pol", None, "bm_k_pol*mdsc_pol"),
         Flow("monocyte_release", None, "mono", "bm_k_mono*bm_mono0*mdp"),
         Flow("monocyte_removal", "mono", None, "bm_k_mono*mono"),
-        Flow("lymphocyte_production", None, "lymph", "bm_k_lymph*bm_lymph0*clp"),
+        Flow("lymphocyte_production", None, "lymph", "bm_k_lymph*bm_lymph0*(bm_f_lymph_marrow*clp + 1 - bm_f_lymph_marrow)",
+             "marrow (CLP-derived) plus peripheral homeostatic supply"),
         Flow("lymphocyte_removal", "lymph", None, "bm_k_lymph*lymph"),
         Flow("lymphocyte_chemo_kill", "lymph", None, "bm_k_lymph*bm_lymph_kill*bm_kill*lymph", "lymphodepletion"),
     ),
