@@ -3,28 +3,73 @@
 Runs scenarios/trial_pancreatic_il1_blockade.yaml (host_response model, daily outputs, endpoints,
 survival statistics) in chunks and prints seconds and patients/second, plus peak memory.
 
-    python benchmarks/trial.py [--patients 10000] [--chunk 2000]
+Peer, in the same process: the same trial on a subsample (--reference-patients per arm) with the
+engine's reference solver settings -- ``SolverOptions(dense_output=False, sparse_lu=False)``: a
+step ends at every output time and the iteration matrix is factorised by dense LU with partial
+pivoting, as chemohost 0.1 did -- timed against the default (fast) settings on the same patients,
+with the differences in the patient endpoints.
+
+    python benchmarks/trial.py [--patients 10000] [--chunk 2000] [--reference-patients 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import resource
 import time
 
+import numpy as np
+
+import chemohost.studies.trial as trial_mod
+from chemohost.engine.simulate import SolverOptions
 from chemohost.studies.trial import Trial, run_trial
+
+CONTINUOUS = ["os_months", "pfs_months", "tsr_w8", "nlr_day28", "best_tumour_change_pct"]
+DISCRETE = ["best_response", "neutropenia_grade_max", "os_event", "pfs_event", "pd_day", "dose_intensity"]
+
+
+@contextlib.contextmanager
+def reference_settings():
+    """run_trial with the reference solver settings (it builds SolverOptions from the trial spec)."""
+    saved = trial_mod.SolverOptions
+    trial_mod.SolverOptions = functools.partial(SolverOptions, dense_output=False, sparse_lu=False)
+    try:
+        yield
+    finally:
+        trial_mod.SolverOptions = saved
+
+
+def timed_run(trial, n, chunk):
+    t0 = time.perf_counter()
+    res = run_trial(trial, patients=n, chunk_size=chunk)
+    return res, time.perf_counter() - t0
+
+
+def compare(fast, ref) -> list[str]:
+    a, b = ref.patients, fast.patients
+    lines = []
+    for c in CONTINUOUS:
+        x, y = a[c].to_numpy(float), b[c].to_numpy(float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        d = np.abs(x[ok] - y[ok])
+        lines.append(f"{c} max |diff| {d.max():.3g} (median {np.median(d):.2g})")
+    flips = {c: int((a[c].astype(str).to_numpy() != b[c].astype(str).to_numpy()).sum()) for c in DISCRETE}
+    lines.append("patients (of %d) with a different " % len(a) + ", ".join(f"{c} {v}" for c, v in flips.items()))
+    return lines
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=10000)
     ap.add_argument("--chunk", type=int, default=2000)
+    ap.add_argument("--reference-patients", type=int, default=200,
+                    help="patients per arm for the in-process comparison with the reference solver settings (0: skip)")
     args = ap.parse_args()
     trial = Trial.load("scenarios/trial_pancreatic_il1_blockade.yaml")
     run_trial(trial, patients=4, chunk_size=4)  # compile / load the cached model once
-    t0 = time.perf_counter()
-    res = run_trial(trial, patients=args.patients, chunk_size=args.chunk)
-    dt = time.perf_counter() - t0
+    res, dt = timed_run(trial, args.patients, args.chunk)
     total = args.patients * len(trial.arms)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.patients} patients x {len(trial.arms)} arms = {total} simulated patients, 6 cycles, "
@@ -34,6 +79,17 @@ def main():
           f"chunk {args.chunk}; peak RSS {rss:.0f} MB")
     for arm, s in res.summary["arms"].items():
         print(f"  {arm}: median OS {s['median_os_months']:.2f} mo, HR {s['hr_os_vs_control'][0]:.2f}")
+    n_ref = min(args.reference_patients, args.patients)
+    if n_ref > 0:
+        tot = n_ref * len(trial.arms)
+        fast, t_fast = timed_run(trial, n_ref, args.chunk)
+        with reference_settings():
+            ref, t_ref = timed_run(trial, n_ref, args.chunk)
+        print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): reference solver settings "
+              f"(dense_output=False, sparse_lu=False) {t_ref:.1f} s = {tot / t_ref:.0f} patients/s; default "
+              f"{t_fast:.1f} s = {tot / t_fast:.0f} patients/s; speed-up x{t_ref / t_fast:.1f}")
+        for line in compare(fast, ref):
+            print(f"  default vs reference: {line}")
 
 
 if __name__ == "__main__":

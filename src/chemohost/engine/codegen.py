@@ -5,17 +5,21 @@ Steps (each a plain function of the declaration):
 2. structure: the *linear sub-system* -- species whose derivative is linear in themselves with
    parameter-only coefficients and that no nonlinear species feeds (linear PK, metabolites,
    absorption depots).  These are solved in closed form; the rest is integrated;
-3. code: right-hand side, analytic Jacobian, outputs, initial state and the linear system matrix
-   are printed as numba functions (common subexpressions shared) and joined with the solver
-   template into one module file under the cache directory, keyed by a hash of its source.
-   numba's ``cache=True`` then keeps the machine code next to it, so only the first run of a
-   given model compiles.
+3. code: right-hand side, analytic Jacobian (packed on its sparsity pattern), outputs (all at
+   once, and one at a time), initial state and the linear system matrix are printed as numba
+   functions (common subexpressions shared), with straight-line sparse LU factorisation and
+   solves of the Rosenbrock iteration matrix on the Jacobian's pattern (static Markowitz order,
+   fill-in fixed here), and joined with the solver template into one module file under the cache
+   directory, keyed by a hash of its source.  numba's ``cache=True`` then keeps the machine code
+   next to it, so only the first run of a given model compiles; an index keyed by a hash of the
+   declaration (:func:`declaration_key`) lets later runs skip the symbolic work as well.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -173,6 +177,128 @@ def _emit(name: str, args: str, targets: list[tuple[str, sp.Expr]], header: str 
     return "\n".join(lines) + "\n"
 
 
+def _emit_output_one(targets: list[tuple[str, sp.Expr]]) -> str:
+    """``output_one(k, t, y, xl, p)``: output ``k`` alone, so recording a few outputs does not
+    evaluate all of them (each branch has its own common subexpressions)."""
+    printer = _Printer({"standard": "python3", "fully_qualified_modules": True})
+    lines = ['@nb.njit(cache=True, error_model="numpy")', "def output_one(k, t, y, xl, p):"]
+    for k, (_, e) in enumerate(targets):
+        lines.append(f"    if k == {k}:")
+        repl, (red,) = sp.cse([e], symbols=sp.numbered_symbols("_x"), optimizations="basic")
+        for s_, e_ in repl:
+            lines.append(f"        {s_} = {printer.doprint(e_)}")
+        lines.append(f"        return float({printer.doprint(red)})")
+    lines.append("    return math.nan")
+    return "\n".join(lines) + "\n"
+
+
+def sparse_lu_plan(pattern: list[tuple[int, int]], n: int):
+    """Static elimination order and fill pattern for W = I/(h gamma) - J with Jacobian ``pattern``.
+
+    Diagonal pivots, chosen greedily by Markowitz count (r - 1)(c - 1) on the structure, ties by
+    index (deterministic).  Returns ``order`` (species in pivot order) and the sorted list of
+    structurally non-zero (row, col) positions of L + U (the original pattern plus fill-in).
+    """
+    S = set(pattern) | {(i, i) for i in range(n)}
+    rows_of = {k: {i for (i, j) in S if j == k} for k in range(n)}
+    cols_of = {k: {j for (i, j) in S if i == k} for k in range(n)}
+    rem = set(range(n))
+    order = []
+    while rem:
+        best = min(rem, key=lambda k: ((len(rows_of[k] & rem) - 1) * (len(cols_of[k] & rem) - 1), k))
+        rem.discard(best)
+        rows = rows_of[best] & rem
+        cols = cols_of[best] & rem
+        for i in rows:
+            for j in cols:
+                if (i, j) not in S:
+                    S.add((i, j))
+                    rows_of[j].add(i)
+                    cols_of[i].add(j)
+        order.append(best)
+    pos = {k: r for r, k in enumerate(order)}
+    return order, sorted(S, key=lambda e: (pos[e[0]], pos[e[1]]))
+
+
+def _maxabs(items: list[str]) -> str:
+    out = f"abs({items[0]})"
+    for it in items[1:]:
+        out = f"max({out}, abs({it}))"
+    return out
+
+
+def _emit_sparse_lu(jac_pattern: list[tuple[int, int]], n: int) -> tuple[str, int]:
+    """Straight-line LU factorisation and triangular solves of W = ig*I - J on a fixed pattern.
+
+    ``lu_sp(Jv, ig, a)`` assembles W from the packed Jacobian ``Jv`` (order of ``jac_pattern``) into
+    the packed factor array ``a`` and eliminates without pivoting in the static (Markowitz) order,
+    keeping reciprocal pivots on the diagonal.  It returns False -- and the caller falls back to
+    dense LU with partial pivoting -- for a zero pivot or when an elimination term |l_ik| max|u_k.|
+    exceeds LU_GROWTH_MAX times the largest entry of row i of W: that bounds the backward error of
+    the factorisation row by row (|L||U| <= LU_GROWTH_MAX |W| in each row's scale), which is
+    invariant to the species' units, unlike the multipliers alone.
+    ``solve_sp(a, b)`` solves W x = b in place.
+    """
+    order, lu = sparse_lu_plan(jac_pattern, n)
+    pos = {k: r for r, k in enumerate(order)}
+    idx = {e: m for m, e in enumerate(lu)}
+    jmap = {e: m for m, e in enumerate(jac_pattern)}
+    # the entries live in scalars w<k> (fewer array operations for numba to type and compile) and
+    # are stored to ``a`` at the end
+    L = ['@nb.njit(cache=True, error_model="numpy")', "def lu_sp(Jv, ig, a):"]
+    for e in lu:
+        i, j = e
+        terms = []
+        if i == j:
+            terms.append("ig")
+        if e in jmap:
+            terms.append(f"- Jv[{jmap[e]}]")
+        rhs = " ".join(terms) if terms else "0.0"
+        if rhs.startswith("- "):
+            rhs = "-" + rhs[2:]
+        L.append(f"    w{idx[e]} = {rhs}")
+    below = {k: sorted((i for (i, j) in lu if j == k and pos[i] > pos[k]), key=pos.get) for k in range(n)}
+    right = {k: sorted((j for (i, j) in lu if i == k and pos[j] > pos[k]), key=pos.get) for k in range(n)}
+    # row scales (only rows that receive eliminations need one); checks accumulate branch-free
+    rows_needed = sorted({i for k in range(n) for i in below[k]})
+    for i in rows_needed:
+        orig = [f"w{idx[(i, j)]}" for j in range(n) if (i, j) in jmap or i == j]
+        L.append(f"    r{i} = LU_GROWTH_MAX * {_maxabs(orig)}")
+        L.append(f"    e{i} = 0.0")
+    L.append("    pmin = math.inf")
+    L.append("    psum = 0.0")
+    for k in order:
+        kk = idx[(k, k)]
+        L.append(f"    pmin = min(pmin, abs(w{kk}))")
+        L.append(f"    psum += w{kk}")
+        if below[k]:
+            L.append(f"    uk = {_maxabs([f'w{kk}'] + [f'w{idx[(k, j)]}' for j in right[k]])}")
+        L.append(f"    w{kk} = 1.0 / w{kk}")
+        for i in below[k]:
+            ik = idx[(i, k)]
+            L.append(f"    w{ik} *= w{kk}")
+            L.append(f"    e{i} = max(e{i}, abs(w{ik}) * uk)")
+            for j in right[k]:
+                L.append(f"    w{idx[(i, j)]} -= w{ik} * w{idx[(k, j)]}")
+    for m in range(len(lu)):
+        L.append(f"    a[{m}] = w{m}")
+    checks = ["(pmin > 0.0)", "math.isfinite(psum)"] + [f"(e{i} <= r{i})" for i in rows_needed]
+    L.append("    return " + " & ".join(checks) if n else "    return True")
+    S = ['@nb.njit(cache=True, error_model="numpy")', "def solve_sp(a, b):"]
+    S += [f"    x{i} = b[{i}]" for i in range(n)]
+    for i in order:  # forward substitution with unit lower L
+        lo = sorted((k for (r, k) in lu if r == i and pos[k] < pos[i]), key=pos.get)
+        if lo:
+            S.append(f"    x{i} = x{i} - " + " - ".join(f"a[{idx[(i, k)]}] * x{k}" for k in lo))
+    for k in reversed(order):  # back substitution, reciprocal pivots on the diagonal
+        inner = f"x{k}" + "".join(f" - a[{idx[(k, j)]}] * x{j}" for j in right[k])
+        S.append(f"    x{k} = ({inner}) * a[{idx[(k, k)]}]")
+    S += [f"    b[{i}] = x{i}" for i in range(n)]
+    if n == 0:
+        S.append("    pass")
+    return "\n".join(L) + "\n\n" + "\n".join(S) + "\n", len(lu)
+
+
 @dataclass
 class CompiledModel:
     model: Model
@@ -217,13 +343,13 @@ def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[s
             if yj in e.free_symbols:
                 d = sp.diff(e, yj)
                 if d != 0:
-                    jac_t.append((f"J[{i}, {j}]", d))
+                    jac_t.append(((i, j), d))
         for q, li in enumerate(lin_needed):
             xs = sp.Symbol(f"xl[{li}]", real=True)
             if xs in e.free_symbols:
                 d = sp.diff(e, xs)
                 if d != 0:
-                    jl_t.append((f"JL[{i}, {q}]", d))
+                    jl_t.append(((i, q), d))
     # parameter-only subexpressions (covariate powers, 4/MTT, ...) are evaluated once per patient
     psyms = {sp.Symbol(f"p[{i}]", real=True) for i in range(len(pnames))}
     registry: dict = {}
@@ -231,6 +357,12 @@ def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[s
     jac_t = list(zip([t for t, _ in jac_t], _hoist([e for _, e in jac_t], psyms, registry)))
     jl_t = list(zip([t for t, _ in jl_t], _hoist([e for _, e in jl_t], psyms, registry)))
     rhs_t = [(f"dy[{i}]", e + sp.Symbol(f"u[{i}]")) for i, e in enumerate(f)]
+    # packed Jacobians: values in a fixed (row, col) order, known structure
+    jac_pattern = [ij for ij, _ in jac_t]
+    jl_pattern = [iq for iq, _ in jl_t]
+    jac_p = [(f"Jv[{m}]", e) for m, (_, e) in enumerate(jac_t)]
+    jl_p = [(f"JLv[{m}]", e) for m, (_, e) in enumerate(jl_t)]
+    lu_src, n_lu = _emit_sparse_lu(jac_pattern, len(ode))
     derived_t = [(str(sym), e) for e, sym in registry.items()]
     outs = list(model.species) + list(model.outputs)
     out_t = []
@@ -262,17 +394,29 @@ def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[s
         f"# linear species: {lin}",
         "",
         f"N_DERIVED = {max(len(derived_t), 1)}",
+        f"JROW = np.array({[i for i, _ in jac_pattern]!r}, dtype=np.int64)",
+        f"JCOL = np.array({[j for _, j in jac_pattern]!r}, dtype=np.int64)",
+        f"JLROW = np.array({[i for i, _ in jl_pattern]!r}, dtype=np.int64)",
+        f"JLCOL = np.array({[q for _, q in jl_pattern]!r}, dtype=np.int64)",
+        f"N_JAC = {max(len(jac_pattern), 1)}",
+        f"N_JLIN = {max(len(jl_pattern), 1)}",
+        f"N_LU = {max(n_lu, 1)}",
         "",
         _emit("derived", "p, qd", derived_t),
         _emit("rhs", "t, y, xl, u, p, qd, dy", rhs_t),
-        _emit("jac", "t, y, xl, u, p, qd, J", jac_t, header="    J[:, :] = 0.0"),
-        _emit("jac_lin", "t, y, xl, u, p, qd, JL", jl_t, header="    JL[:, :] = 0.0"),
+        _emit("jac_sp", "t, y, xl, u, p, qd, Jv", jac_p),
+        _emit("jac_lin_sp", "t, y, xl, u, p, qd, JLv", jl_p),
+        lu_src,
         _emit("outputs", "t, y, xl, p, o", out_t),
+        _emit_output_one(out_t),
         _emit("init_state", "p, y, xl", init_t),
         _emit("lin_matrix", "p, A", lin_t, header="    A[:, :] = 0.0"),
     ]
-    template = (resources.files("chemohost.engine") / "templates" / "rosenbrock.py").read_text()
-    return "\n".join(parts) + "\n" + template, ode, lin, pnames, outs
+    return "\n".join(parts) + "\n" + _template_text(), ode, lin, pnames, outs
+
+
+def _template_text() -> str:
+    return (resources.files("chemohost.engine") / "templates" / "rosenbrock.py").read_text()
 
 
 def cache_dir() -> Path:
@@ -284,24 +428,64 @@ def cache_dir() -> Path:
 
 
 _loaded: dict[str, CompiledModel] = {}
+_generated: dict[str, tuple[str, list[str], list[str], list[str], list[str]]] = {}
+
+
+def declaration_key(model: Model, closed_form: bool = True) -> str:
+    """Hash of everything :func:`generate_source` reads: the model's species, parameters, flows and
+    outputs (not parameter values, which are not in code), this generator, the expression parser,
+    the solver template and the library versions.  Lets :func:`compile_model` skip the symbolic
+    work (seconds of sympy) when the generated module is already on disk."""
+    import numba
+
+    from ..model import expr as _expr
+
+    h = hashlib.sha256()
+    h.update(repr((model.name, bool(closed_form), __version__, sp.__version__, numba.__version__, np.__version__)).encode())
+    h.update(repr([(s.name, s.initial) for s in model.species.values()]).encode())
+    h.update(repr(list(model.parameters)).encode())
+    h.update(repr([(f.name, f.source, f.target, f.rate) for f in model.flows.values()]).encode())
+    h.update(repr([(o.name, o.expr) for o in model.outputs.values()]).encode())
+    h.update(repr(sorted(model.owner.items())).encode())
+    h.update(Path(__file__).read_bytes())
+    h.update(Path(_expr.__file__).read_bytes())
+    h.update(_template_text().encode())
+    return h.hexdigest()[:24]
 
 
 def compile_model(model: Model, closed_form: bool = True) -> CompiledModel:
     """Compile (or load from the on-disk cache) the numba module for ``model``."""
-    source, ode, lin, pnames, outs = generate_source(model, closed_form)
     import numba
 
-    digest = hashlib.sha256((source + numba.__version__ + np.__version__).encode()).hexdigest()[:20]
-    if digest in _loaded:
-        return _loaded[digest]
     directory = cache_dir() / "models"
-    directory.mkdir(parents=True, exist_ok=True)
+    key = declaration_key(model, closed_form)
+    index = directory / "index" / f"{key}.json"
+    meta = None
+    try:
+        meta = json.loads(index.read_text())
+        if not (directory / f"chemohost_model_{meta['digest']}.py").exists():
+            meta = None
+    except (OSError, ValueError, KeyError):
+        meta = None
+    if meta is not None:
+        digest, ode, lin, pnames, outs = meta["digest"], meta["ode"], meta["lin"], meta["params"], meta["outputs"]
+        source = None
+    else:
+        if key not in _generated:
+            _generated[key] = generate_source(model, closed_form)
+        source, ode, lin, pnames, outs = _generated[key]
+        digest = hashlib.sha256((source + numba.__version__ + np.__version__).encode()).hexdigest()[:20]
     modname = f"chemohost_model_{digest}"
     path = directory / f"{modname}.py"
-    if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)
+    if source is not None:
+        # the module file, then the index entry that lets later processes skip generate_source
+        directory.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != source:
+            _write_atomic(path, source)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(index, json.dumps({"digest": digest, "ode": ode, "lin": lin, "params": pnames, "outputs": outs}))
+    if digest in _loaded:
+        return _loaded[digest]
     spec = importlib.util.spec_from_file_location(modname, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[modname] = mod
@@ -309,3 +493,9 @@ def compile_model(model: Model, closed_form: bool = True) -> CompiledModel:
     cm = CompiledModel(model, ode, lin, pnames, outs, mod, digest, closed_form)
     _loaded[digest] = cm
     return cm
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

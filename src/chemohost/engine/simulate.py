@@ -26,13 +26,23 @@ KIND_BOLUS, KIND_START, KIND_STOP = 0, 1, 2
 
 @dataclass
 class SolverOptions:
-    """Integrator settings (Rodas4 with closed-form linear PK)."""
+    """Integrator settings (Rodas4 with closed-form linear PK).
+
+    ``dense_output``: values at output times inside a step come from Rodas4's continuous extension
+    (order 3, error of the order of the local error), so output grids do not limit the step size;
+    ``False`` ends a step at every output time (slower on fine grids, as in chemohost <= 0.1).
+    ``sparse_lu``: factorise the iteration matrix with generated code on the Jacobian's sparsity
+    pattern (falls back to dense partial-pivoting LU when that elimination would be unstable);
+    ``False`` uses dense LU every step.  Both change results only within the tolerances.
+    """
 
     rtol: float = 1e-6
     atol: float = 1e-9
     max_steps: int = 200_000
     closed_form: bool = True
     threads: int | None = None
+    dense_output: bool = True
+    sparse_lu: bool = True
 
     def __post_init__(self):
         if not (0 < self.rtol < 1):
@@ -235,7 +245,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         ev_time, ev_kind, ev_target, ev_amount, ev_dose, ev_bio, n_ev = ev
         cm.module.simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                                  dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol, options.max_steps,
-                                 res, factors, status, stats)
+                                 bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats)
     finally:
         numba.set_num_threads(threads_before)
     status[bad] = 4

@@ -1,15 +1,27 @@
 # chemohost solver template -- NOT imported directly.
 #
 # chemohost.engine.codegen appends this text to the generated model module, after the
-# model-specific functions rhs(), jac(), outputs(), init_state(), lin_matrix() and the constants
-# N_ODE, N_LIN, N_OUT.  numba compiles the whole module and caches it on disk (cache=True), so a
-# second run of the same model pays no compilation.
+# model-specific functions rhs(), jac_sp(), jac_lin_sp(), lu_sp(), solve_sp(), outputs(),
+# output_one(), init_state(), lin_matrix() and the constants N_ODE, N_LIN, N_OUT, JROW, JCOL, ...
+# numba compiles the whole module and caches it on disk (cache=True), so a second run of the same
+# model pays no compilation.
 #
 # Method: Rodas4 (Hairer & Wanner, Solving ODEs II, 1996; coefficients as in Hairer's RODAS code),
 # a 4th-order L-stable Rosenbrock method with an embedded 3rd-order error estimate, using the
 # model's analytic (sympy-derived) Jacobian.  The linear PK sub-system, when the model has one, is
 # not integrated: it is evaluated in closed form (eigen-decomposition, sum of exponentials) inside
 # each right-hand-side call, and advanced exactly across dose events.
+#
+# Linear algebra: W = I/(h gamma) - J is factorised by generated straight-line code on the
+# Jacobian's known sparsity pattern (lu_sp/solve_sp: static Markowitz order, diagonal pivots,
+# fill-in fixed at code generation).  Should an elimination term |l_ik| max|u_k.| exceed
+# LU_GROWTH_MAX times the largest entry of row i of W (a row-wise bound on the backward error of
+# the factorisation), or a pivot vanish, the step falls back to dense LU with partial pivoting.
+# Outputs between steps come from Rodas4's continuous extension (Hairer's RODAS dense output, order
+# 3), so the step size is set by the error control and dose events only, not by the output grid.
+# Step-size control: h <- h * clip(0.9 err^-1/4, 0.2, 6), no increase right after a rejection;
+# after dose events, Hairer's starting heuristic, capped by the first step accepted after the
+# previous event of the same kind (so repeated doses are not each rejected down to it).
 
 _G = 0.25
 _A21 = 1.544
@@ -44,11 +56,33 @@ _D1 = 0.25
 _D2 = -0.1043
 _D3 = 0.1035
 _D4 = -0.03620000000000023
+# dense output (Hairer's RODAS, METH=1): y(t + s h) = y0 + s (y1 - y0 + (1 - s) (H1 + s H2)),
+# H1 = sum _H2i k_i, H2 = sum _H3i k_i
+_H21 = 10.12623508344586
+_H22 = -7.487995877610167
+_H23 = -34.80091861555747
+_H24 = -7.992771707568823
+_H25 = 1.025137723295662
+_H31 = -0.6762803392801253
+_H32 = 6.087714651680015
+_H33 = 16.43084320892478
+_H34 = 24.76722511418386
+_H35 = -6.594389125716872
+
+LU_GROWTH_MAX = 100.0
 
 ST_OK = 0
 ST_MAXSTEPS = 1
 ST_STEPSIZE = 2
 ST_NONFINITE = 3
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _exp(x):
+    # exp without libm's underflow path (errno) for decayed modes: identical values
+    if x < -746.0:
+        return 0.0
+    return math.exp(x)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -69,18 +103,6 @@ def _phi_e(lam, tau, e):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _dxl_dt(tau, c0, dd, lam, V, modes, n_modes, dx):
-    # time derivative of the linear states the integrated part reads
-    for q_ in range(LIN_NEEDED.shape[0]):
-        dx[q_] = 0.0
-    for m in range(n_modes):
-        k = modes[m]
-        dk = math.exp(lam[k] * tau) * (lam[k] * c0[k] + dd[k])
-        for q_ in range(LIN_NEEDED.shape[0]):
-            dx[q_] += V[LIN_NEEDED[q_], k] * dk
-
-
-@nb.njit(cache=True, error_model="numpy")
 def _lin_eval(tau, c0, dd, lam, V, xl):
     # xl = V (exp(lam tau) c0 + phi(lam, tau) dd); non-negative by construction, clip round-off.
     # The modal values overwrite nothing: they are formed on the fly, one exp per mode.
@@ -88,7 +110,9 @@ def _lin_eval(tau, c0, dd, lam, V, xl):
     for i in range(n):
         xl[i] = 0.0
     for k in range(n):
-        mk = math.exp(lam[k] * tau) * c0[k] + _phi(lam[k], tau) * dd[k]
+        if c0[k] == 0.0 and dd[k] == 0.0:
+            continue
+        mk = _exp(lam[k] * tau) * c0[k] + _phi(lam[k], tau) * dd[k]
         if mk != 0.0:
             for i in range(n):
                 xl[i] += V[i, k] * mk
@@ -98,23 +122,27 @@ def _lin_eval(tau, c0, dd, lam, V, xl):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _f(t, y, t0, c0, dd, lam, V, u, p, qd, xl, dy, modes, n_modes):
-    # right-hand side with the linear states it reads (LIN_NEEDED) evaluated from the active modes
-    tau = t - t0
+def _modal(tau, c0, dd, lam, V, modes, n_modes, xl, dx, with_rate):
+    # the linear states the integrated part reads (LIN_NEEDED) at tau from the active modes, and
+    # (with_rate) their time derivatives -- one exp per mode for both
     for q in range(LIN_NEEDED.shape[0]):
         xl[LIN_NEEDED[q]] = 0.0
+        if with_rate:
+            dx[q] = 0.0
     for m in range(n_modes):
         k = modes[m]
-        e = math.exp(lam[k] * tau)
+        e = _exp(lam[k] * tau)
         mk = e * c0[k] + _phi_e(lam[k], tau, e) * dd[k]
+        dk = e * (lam[k] * c0[k] + dd[k])
         for q in range(LIN_NEEDED.shape[0]):
             i = LIN_NEEDED[q]
             xl[i] += V[i, k] * mk
+            if with_rate:
+                dx[q] += V[i, k] * dk
     for q in range(LIN_NEEDED.shape[0]):
         i = LIN_NEEDED[q]
         if xl[i] < 0.0:
             xl[i] = 0.0
-    rhs(t, y, xl, u, p, qd, dy)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -167,15 +195,73 @@ def _solve(M, piv, b, n):
 @nb.njit(cache=True, error_model="numpy")
 def _record(t, y, t0, c0, dd, lam, V, p, xl, o, out_sel, res_row):
     _lin_eval(t - t0, c0, dd, lam, V, xl)
-    outputs(t, y, xl, p, o)
     for q in range(out_sel.shape[0]):
-        res_row[q] = o[out_sel[q]]
+        res_row[q] = output_one(out_sel[q], t, y, xl, p)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _record_state(t, y, xl, p, o, out_sel, res_row):
+    # outputs from the linear states themselves (not from modal coordinates)
+    for q in range(out_sel.shape[0]):
+        res_row[q] = output_one(out_sel[q], t, y, xl, p)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _unpack(v, rows, cols, M):
+    M[:, :] = 0.0
+    for m in range(rows.shape[0]):
+        M[rows[m], cols[m]] = v[m]
+
+
+@nb.njit(cache=True, error_model="numpy")
+def jac(t, y, xl, u, p, qd, J):
+    # dense Jacobian of the integrated states (the solver itself uses the packed jac_sp)
+    Jv = np.zeros(N_JAC)
+    jac_sp(t, y, xl, u, p, qd, Jv)
+    _unpack(Jv, JROW, JCOL, J)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def jac_lin(t, y, xl, u, p, qd, JL):
+    # dense derivative of the right-hand side w.r.t. the linear states it reads (LIN_NEEDED)
+    JLv = np.zeros(N_JLIN)
+    jac_lin_sp(t, y, xl, u, p, qd, JLv)
+    _unpack(JLv, JLROW, JLCOL, JL)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _dense_w(Jv, ig, M, n):
+    for i in range(n):
+        for q in range(n):
+            M[i, q] = 0.0
+    for m in range(JROW.shape[0]):
+        M[JROW[m], JCOL[m]] = -Jv[m]
+    for i in range(n):
+        M[i, i] += ig
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _sum(v):
+    acc = 0.0
+    for i in range(v.shape[0]):
+        acc += v[i]
+    return acc
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _lsolve(dense, a, M, piv, b, n):
+    if dense:
+        _solve(M, piv, b, n)
+    else:
+        solve_sp(a, b)
 
 
 @nb.njit(cache=True, error_model="numpy")
 def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                  dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
-                 bio_index, t_out, out_sel, rtol, atol, max_steps, res, factors, stats):
+                 bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, stats):
+    # dense_output: outputs inside a step from the continuous extension (else every output time
+    # ends a step); sparse_lu: W factorised on its sparsity pattern (else dense LU every step)
     n = N_ODE
     nl = N_LIN
     y = np.zeros(n)
@@ -183,20 +269,26 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     init_state(p, y, xl)
     qd = np.zeros(N_DERIVED)   # parameter-only subexpressions, computed once per patient
     derived(p, qd)
-    JL = np.zeros((n, LIN_NEEDED.shape[0]))
-    dx = np.zeros(LIN_NEEDED.shape[0])
+    JLv = np.zeros(N_JLIN)
+    # closed-form linear states read by the integrated part: at t (xt, rate dxt), at t + h (xe, dxe;
+    # stages 5 and 6, and t of the next step) and at the other stage times (xs)
+    xt = np.zeros(nl)
+    xe = np.zeros(nl)
+    xs = np.zeros(nl)
+    dxt = np.zeros(LIN_NEEDED.shape[0])
+    dxe = np.zeros(LIN_NEEDED.shape[0])
+    xr = np.zeros(nl)        # all linear states at an output time
     u = np.zeros(n)          # zero-order input into ODE states (mg/day)
     b = np.zeros(nl)         # zero-order input into linear states
     c0 = np.zeros(nl)
     dd = np.zeros(nl)
-    xw = np.zeros(nl)
     o = np.zeros(N_OUT)
     # Rosenbrock work arrays
-    J = np.zeros((n, n))
-    M = np.zeros((n, n))
+    Jv = np.zeros(N_JAC)     # packed Jacobian (JROW, JCOL)
+    a = np.zeros(N_LU)       # packed sparse LU factors of W
+    M = np.zeros((n, n))     # dense W, only when the sparse elimination is unstable
     piv = np.zeros(n, dtype=np.int64)
     f0 = np.zeros(n)
-    f1 = np.zeros(n)
     dT = np.zeros(n)
     k1 = np.zeros(n)
     k2 = np.zeros(n)
@@ -205,6 +297,10 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     k5 = np.zeros(n)
     k6 = np.zeros(n)
     yn = np.zeros(n)
+    yi = np.zeros(n)         # dense-output state at an output time
+    yj = np.zeros(n)
+    h1 = np.zeros(n)         # dense-output coefficients of the last accepted step
+    h2 = np.zeros(n)
     modes = np.zeros(nl, dtype=np.int64)
     rate = np.zeros(ev_time.shape[0])  # infusion rate started by event index (to stop it exactly)
     n_t = t_out.shape[0]
@@ -215,8 +311,12 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     h = 0.0
     steps = 0
     nrej = 0
+    # first accepted step after each kind of event (target, kind), scaled by the controller's
+    # proposal: the next event of the same kind starts from it instead of being rejected down to it
+    h_event = np.zeros(3 * (n + nl))
     while True:
         # 1. events at the current time (stops sorted before starts/boluses at equal times)
+        k_seg = k
         while k < n_ev and ev_time[k] <= t + 1e-12 * max(1.0, abs(t)):
             kind = ev_kind[k]
             dose = ev_dose[k]
@@ -228,8 +328,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             else:
                 r = dose_rule[dose]
                 if r >= 0:
-                    outputs(t, y, xl, p, o)
-                    val = o[rule_output[r]]
+                    val = output_one(rule_output[r], t, y, xl, p)
                     fac = rule_factors[r, rule_n[r]]
                     for q in range(rule_n[r]):
                         if val >= rule_thresholds[r, q]:
@@ -278,24 +377,31 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 modes[n_modes] = q
                 n_modes += 1
         t0 = t
-        # 3. integrate the ODE states over [t, t_next], recording outputs on the way
+        # 3. integrate the ODE states over [t, t_next]; outputs inside a step come from the
+        #    continuous extension, outputs at a step's end (or at t_next) from the state itself
         if h <= 0.0 or h > t_next - t:
             h = t_next - t
         first = True
+        have_xt = False
         while True:
             while j < n_t and t_out[j] <= t + 1e-12 * max(1.0, abs(t)):
-                _record(t, y, t0, c0, dd, lam, V, p, xw, o, out_sel, res[j])
+                _record(t, y, t0, c0, dd, lam, V, p, xr, o, out_sel, res[j])
                 j += 1
             if t >= t_next:
                 break
             target = t_next
-            if j < n_t and t_out[j] < target:
+            if (n == 0 or not dense_output) and j < n_t and t_out[j] < target:
                 target = t_out[j]
             if n == 0 or target - t <= 1e-12 * max(1.0, abs(t)):
-                # nothing to integrate, or an output time within round-off of an event time
+                # nothing to integrate (closed-form states only: visit the output times), or an
+                # output or event time within round-off
                 t = target
+                have_xt = False
                 continue
-            _f(t, y, t0, c0, dd, lam, V, u, p, qd, xw, f0, modes, n_modes)
+            if not have_xt:
+                _modal(t - t0, c0, dd, lam, V, modes, n_modes, xt, dxt, True)
+                have_xt = True
+            rhs(t, y, xt, u, p, qd, f0)
             if first:
                 # Hairer's starting-step heuristic, once per segment (dynamics jump at events)
                 d0 = 0.0
@@ -309,16 +415,29 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
                 if h0 < h:
                     h = h0
+                for q in range(k_seg, k):
+                    he = h_event[3 * ev_target[q] + ev_kind[q]]
+                    if he > 0.0 and he < h:
+                        h = he
                 first = False
-            jac(t, y, xw, u, p, qd, J)
+            jac_sp(t, y, xt, u, p, qd, Jv)
+            if n_modes > 0:
+                jac_lin_sp(t, y, xt, u, p, qd, JLv)
+            if not (math.isfinite(_sum(Jv)) and (n_modes == 0 or math.isfinite(_sum(JLv)))):
+                # a state clipped to exactly 0 can make an analytic derivative 0/0 (d(x**a)/dx is
+                # printed as a*x**a/x): evaluate the Jacobians a hair off zero instead
+                for i in range(n):
+                    yj[i] = y[i] if y[i] > 1e-200 else 1e-200
+                jac_sp(t, yj, xt, u, p, qd, Jv)
+                if n_modes > 0:
+                    jac_lin_sp(t, yj, xt, u, p, qd, JLv)
             # df/dt: time enters only through the closed-form linear states (chain rule)
-            jac_lin(t, y, xw, u, p, qd, JL)
-            _dxl_dt(t - t0, c0, dd, lam, V, modes, n_modes, dx)
             for i in range(n):
-                acc = 0.0
-                for q_ in range(dx.shape[0]):
-                    acc += JL[i, q_] * dx[q_]
-                dT[i] = acc
+                dT[i] = 0.0
+            if n_modes > 0:
+                for m in range(JLROW.shape[0]):
+                    dT[JLROW[m]] += JLv[m] * dxt[JLCOL[m]]
+            rejected = False
             while True:
                 steps += 1
                 if steps > max_steps:
@@ -334,48 +453,51 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                     stats[1] = nrej
                     return ST_STEPSIZE
                 ig = 1.0 / (h * _G)
-                for i in range(n):
-                    for q in range(n):
-                        M[i, q] = -J[i, q]
-                    M[i, i] += ig
-                if not _lu(M, piv, n):
-                    h *= 0.25
-                    nrej += 1
-                    continue
+                dense = not (sparse_lu and lu_sp(Jv, ig, a))
+                if dense:
+                    _dense_w(Jv, ig, M, n)
+                    if not _lu(M, piv, n):
+                        h *= 0.25
+                        nrej += 1
+                        continue
                 ih = 1.0 / h
                 for i in range(n):
                     k1[i] = f0[i] + h * _D1 * dT[i]
-                _solve(M, piv, k1, n)
+                _lsolve(dense, a, M, piv, k1, n)
                 for i in range(n):
                     yn[i] = y[i] + _A21 * k1[i]
-                _f(t + _CC2 * h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k2, modes, n_modes)
+                _modal(t + _CC2 * h - t0, c0, dd, lam, V, modes, n_modes, xs, dxe, False)
+                rhs(t + _CC2 * h, yn, xs, u, p, qd, k2)
                 for i in range(n):
                     k2[i] += h * _D2 * dT[i] + ih * _C21 * k1[i]
-                _solve(M, piv, k2, n)
+                _lsolve(dense, a, M, piv, k2, n)
                 for i in range(n):
                     yn[i] = y[i] + _A31 * k1[i] + _A32 * k2[i]
-                _f(t + _CC3 * h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k3, modes, n_modes)
+                _modal(t + _CC3 * h - t0, c0, dd, lam, V, modes, n_modes, xs, dxe, False)
+                rhs(t + _CC3 * h, yn, xs, u, p, qd, k3)
                 for i in range(n):
                     k3[i] += h * _D3 * dT[i] + ih * (_C31 * k1[i] + _C32 * k2[i])
-                _solve(M, piv, k3, n)
+                _lsolve(dense, a, M, piv, k3, n)
                 for i in range(n):
                     yn[i] = y[i] + _A41 * k1[i] + _A42 * k2[i] + _A43 * k3[i]
-                _f(t + _CC4 * h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k4, modes, n_modes)
+                _modal(t + _CC4 * h - t0, c0, dd, lam, V, modes, n_modes, xs, dxe, False)
+                rhs(t + _CC4 * h, yn, xs, u, p, qd, k4)
                 for i in range(n):
                     k4[i] += h * _D4 * dT[i] + ih * (_C41 * k1[i] + _C42 * k2[i] + _C43 * k3[i])
-                _solve(M, piv, k4, n)
+                _lsolve(dense, a, M, piv, k4, n)
                 for i in range(n):
                     yn[i] = y[i] + _A51 * k1[i] + _A52 * k2[i] + _A53 * k3[i] + _A54 * k4[i]
-                _f(t + h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k5, modes, n_modes)
+                _modal(t + h - t0, c0, dd, lam, V, modes, n_modes, xe, dxe, True)
+                rhs(t + h, yn, xe, u, p, qd, k5)
                 for i in range(n):
                     k5[i] += ih * (_C51 * k1[i] + _C52 * k2[i] + _C53 * k3[i] + _C54 * k4[i])
-                _solve(M, piv, k5, n)
+                _lsolve(dense, a, M, piv, k5, n)
                 for i in range(n):
                     yn[i] += k5[i]
-                _f(t + h, yn, t0, c0, dd, lam, V, u, p, qd, xw, k6, modes, n_modes)
+                rhs(t + h, yn, xe, u, p, qd, k6)
                 for i in range(n):
                     k6[i] += ih * (_C61 * k1[i] + _C62 * k2[i] + _C63 * k3[i] + _C64 * k4[i] + _C65 * k5[i])
-                _solve(M, piv, k6, n)
+                _lsolve(dense, a, M, piv, k6, n)
                 err = 0.0
                 neg = False
                 finite = True
@@ -393,15 +515,43 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                     nrej += 1
                     continue
                 if err <= 1.0 and not neg:
-                    t = target if last else t + h
+                    t_new = target if last else t + h
                     for i in range(n):
-                        y[i] = yn[i] if yn[i] > 0.0 else 0.0
+                        if yn[i] < 0.0:
+                            yn[i] = 0.0
+                    # output times inside the step: continuous extension (order 3)
+                    if j < n_t and t_out[j] < t_new - 1e-12 * max(1.0, abs(t_new)):
+                        for i in range(n):
+                            h1[i] = _H21 * k1[i] + _H22 * k2[i] + _H23 * k3[i] + _H24 * k4[i] + _H25 * k5[i]
+                            h2[i] = _H31 * k1[i] + _H32 * k2[i] + _H33 * k3[i] + _H34 * k4[i] + _H35 * k5[i]
+                        while j < n_t and t_out[j] < t_new - 1e-12 * max(1.0, abs(t_new)):
+                            s_ = (t_out[j] - t) / h
+                            s1 = 1.0 - s_
+                            for i in range(n):
+                                v = y[i] + s_ * (yn[i] - y[i] + s1 * (h1[i] + s_ * h2[i]))
+                                yi[i] = v if v > 0.0 else 0.0
+                            _record(t_out[j], yi, t0, c0, dd, lam, V, p, xr, o, out_sel, res[j])
+                            j += 1
+                    t = t_new
+                    for i in range(n):
+                        y[i] = yn[i]
+                    # the linear states at the step's end are those at the next step's start
+                    xt, xe = xe, xt
+                    dxt, dxe = dxe, dxt
                     fac = 0.9 * err ** -0.25 if err > 1e-10 else 6.0
                     if fac > 6.0:
                         fac = 6.0
                     if fac < 0.2:
                         fac = 0.2
+                    if k > k_seg:
+                        # first step after this segment's events: remember it for the next ones
+                        fe = fac if fac < 2.0 else 2.0
+                        for q in range(k_seg, k):
+                            h_event[3 * ev_target[q] + ev_kind[q]] = h * fe
+                        k_seg = k
                     h_next = h * fac
+                    if rejected and h_next > h:
+                        h_next = h  # no increase right after a rejection (Hairer's RODAS)
                     if last:
                         # keep the controller's proposal for the next interval
                         h = max(h_next, h)
@@ -409,6 +559,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                         h = h_next
                     break
                 nrej += 1
+                rejected = True
                 if neg:
                     h *= 0.5
                 else:
@@ -419,15 +570,10 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
         # 4. advance the linear sub-system exactly to the end of the segment
         _lin_eval(t_next - t0, c0, dd, lam, V, xl)
         t = t_next
-        if t >= t_end and k >= n_ev:
-            while j < n_t:
-                _record(t, y, t, xl, dd, lam, V, p, xw, o, out_sel, res[j])
-                j += 1
-            break
         if t >= t_end:
             # events after the horizon are ignored
             while j < n_t:
-                _record(t, y, t, xl, dd, lam, V, p, xw, o, out_sel, res[j])
+                _record_state(t, y, xl, p, o, out_sel, res[j])
                 j += 1
             break
     stats[0] = steps
@@ -438,12 +584,13 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
 @nb.njit(cache=True, parallel=True, error_model="numpy")
 def simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                    dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
-                   bio_index, t_out, out_sel, rtol, atol, max_steps, res, factors, status, stats):
+                   bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, status,
+                   stats):
     for i in nb.prange(P.shape[0]):
         status[i] = simulate_one(P[i], V[i], Vinv[i], lam[i], mode_needed[i], ev_time[i], ev_kind[i], ev_target[i],
                                  ev_amount[i], ev_dose[i], n_ev[i], dose_rule[i], rule_output,
                                  rule_thresholds, rule_factors, rule_n, bio_index[i], t_out, out_sel,
-                                 rtol, atol, max_steps, res[i], factors[i], stats[i])
+                                 rtol, atol, max_steps, dense_output, sparse_lu, res[i], factors[i], stats[i])
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")

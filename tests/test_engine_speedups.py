@@ -1,0 +1,161 @@
+"""Engine speed-ups: generated sparse LU, Rodas4 dense output, codegen cache, single-output
+evaluation, robustness of the analytic Jacobian at exact zeros -- each checked against a plain
+reference (dense LU, stepping onto every output time, closed-form solutions)."""
+
+import math
+
+import numba as nb
+import numpy as np
+import pytest
+
+import chemohost as ch
+from chemohost.engine import codegen
+from chemohost.engine.codegen import _emit_sparse_lu, compile_model, sparse_lu_plan
+from chemohost.model.core import Flow, Module, ParameterSpec, Species, compose
+from conftest import typical
+
+GEM = ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8, 15), 28, 2, rule="gemcitabine_label_anc")
+CIS = ch.Regimen("cisplatin", 70, "bsa", "iv", 1 / 24, (1,), 28, 2, start=1 / 24)
+
+
+def _sparse_functions(pattern, n, growth_max=100.0):
+    src, n_lu = _emit_sparse_lu(pattern, n)
+    ns = {"nb": nb, "math": math, "np": np, "LU_GROWTH_MAX": growth_max}
+    exec(src.replace("cache=True", "cache=False"), ns)
+    return ns["lu_sp"], ns["solve_sp"], n_lu
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_generated_sparse_lu_solves_like_dense(seed):
+    rng = np.random.default_rng(seed)
+    n = 12
+    mask = rng.random((n, n)) < 0.25
+    pattern = [(i, j) for i in range(n) for j in range(n) if mask[i, j]]
+    lu_sp, solve_sp, n_lu = _sparse_functions(pattern, n)
+    order, lu = sparse_lu_plan(pattern, n)
+    assert sorted(order) == list(range(n)) and n_lu == len(lu) >= len(set(pattern) | {(i, i) for i in range(n)})
+    Jv = rng.normal(size=max(len(pattern), 1))
+    J = np.zeros((n, n))
+    for (i, j), v in zip(pattern, Jv):
+        J[i, j] = v
+    ig = 1.0 / (0.25 * 0.05)  # h = 0.05: W = I/(h gamma) - J, diagonally dominant
+    a = np.zeros(max(n_lu, 1))
+    assert lu_sp(Jv, ig, a)
+    b = rng.normal(size=n)
+    x = b.copy()
+    solve_sp(a, x)
+    np.testing.assert_allclose(x, np.linalg.solve(ig * np.eye(n) - J, b), rtol=1e-12, atol=1e-14)
+
+
+def test_sparse_lu_reports_unstable_elimination():
+    # W = [[eps, 1], [1, 1]] (ig = 0 here): eliminating on the tiny diagonal pivot is unstable
+    pattern = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    lu_sp, _, n_lu = _sparse_functions(pattern, 2)
+    a = np.zeros(n_lu)
+    assert not lu_sp(np.array([-1e-12, -1.0, -1.0, -1.0]), 0.0, a)
+    assert not lu_sp(np.array([0.0, -1.0, -1.0, -1.0]), 0.0, a)  # zero pivot
+    assert lu_sp(np.array([-2.0, -1.0, -1.0, -3.0]), 0.0, a)
+
+
+def test_static_order_keeps_host_response_fill_small():
+    cm = compile_model(ch.get_model("host_response"))
+    n = cm.n_ode
+    pattern = list(zip(cm.module.JROW.tolist(), cm.module.JCOL.tolist()))
+    _, lu = sparse_lu_plan(pattern, n)
+    assert len(lu) < 2 * (len(set(pattern) | {(i, i) for i in range(n)}))  # far from dense n*n
+    assert cm.module.N_LU == len(lu)
+
+
+@pytest.mark.parametrize("model_name", ["chemo_core", "host_response"])
+def test_fast_paths_agree_with_reference_settings(model_name):
+    """Dense output and sparse LU change results only within the tolerances."""
+    model, names, p = typical(model_name)
+    rng = np.random.default_rng(1)
+    P = p[None] * np.exp(0.15 * rng.standard_normal((4, p.size)))
+    t = np.linspace(0, 56, 113)
+    outs = ["ANC", "tumour_size" if model_name == "chemo_core" else "tumour_total"]
+    runs = {}
+    for do in (False, True):
+        for sl in (False, True):
+            runs[do, sl] = ch.simulate(model, P, [GEM, CIS], t, outs,
+                                       options=ch.SolverOptions(rtol=1e-7, atol=1e-10, dense_output=do, sparse_lu=sl))
+            assert (runs[do, sl].status == 0).all()
+    ref = runs[False, False].values
+    scale = np.abs(ref) + 1e-3 * np.abs(ref).max(axis=(0, 1))
+    for key, r in runs.items():
+        assert (np.abs(r.values - ref) / scale).max() < 1e-4, key
+        np.testing.assert_array_equal(r.dose_factors, runs[False, False].dose_factors)
+    # stepping onto every output time costs steps that the continuous extension saves
+    assert runs[True, True].steps[:, 0].sum() < runs[False, True].steps[:, 0].sum()
+
+
+def _logistic_model():
+    """X' = s - kx X (X(0) = 0, integrated: affine source); Y' = -k X**a Y with a = 1 in the data:
+    d(X**a)/dX is printed a*X**a/X, which is 0/0 at the initial X = 0."""
+    mod = Module("zero", "Jacobian with a removable singularity at a zero state",
+                 species=(Species("X", "mg", 0.0), Species("Y", "mg", 1.0)),
+                 parameters=(ParameterSpec("s", "mg/day"), ParameterSpec("kx", "1/day"),
+                             ParameterSpec("k", "1/day"), ParameterSpec("a", "dimensionless")),
+                 flows=(Flow("syn", None, "X", "s"), Flow("out", "X", None, "kx*X"),
+                        Flow("kill", "Y", None, "k*X**a*Y")))
+    return compose("zero", "zero test", [mod])
+
+
+def test_exact_zero_state_does_not_break_the_jacobian():
+    model = _logistic_model()
+    s, kx, k, a = 2.0, 0.5, 0.3, 1.0
+    p = np.array([[{"s": s, "kx": kx, "k": k, "a": a}[n] for n in model.parameters]])
+    t = np.linspace(0, 10, 41)
+    r = ch.simulate(model, p, [], t, ["X", "Y"], options=ch.SolverOptions(rtol=1e-9, atol=1e-12))
+    assert r.status[0] == 0
+    x = s / kx * (1 - np.exp(-kx * t))
+    y = np.exp(-k * s / kx * (t - (1 - np.exp(-kx * t)) / kx))
+    np.testing.assert_allclose(r.output("X")[0], x, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(r.output("Y")[0], y, rtol=1e-6, atol=1e-9)
+
+
+def test_dense_output_is_third_order_between_steps():
+    """Outputs inside steps (continuous extension) on a smooth problem with a known solution."""
+    model = _logistic_model()
+    p = np.array([[{"s": 2.0, "kx": 0.5, "k": 0.3, "a": 1.0}[n] for n in model.parameters]])
+    t = np.linspace(0, 10, 1001)  # many outputs per step
+    x = 4.0 * (1 - np.exp(-0.5 * t))
+    errs = []
+    for rtol in (1e-5, 1e-7):
+        r = ch.simulate(model, p, [], t, ["X"], options=ch.SolverOptions(rtol=rtol, atol=rtol * 1e-3))
+        assert r.steps[0, 0] < 200
+        errs.append(np.abs(r.output("X")[0] - x).max() / 4.0)
+    assert errs[0] < 1e-4 and errs[1] < 1e-6
+    assert errs[1] < errs[0]
+
+
+def test_output_one_matches_outputs():
+    cm = compile_model(ch.get_model("host_response"))
+    rng = np.random.default_rng(0)
+    _, names, p = typical("host_response")
+    y = rng.uniform(0.1, 2.0, cm.n_ode)
+    xl = rng.uniform(0.0, 1.0, len(cm.lin_species))
+    o = np.zeros(len(cm.output_names))
+    cm.module.outputs(3.0, y, xl, p, o)
+    one = np.array([cm.module.output_one(k, 3.0, y, xl, p) for k in range(len(cm.output_names))])
+    np.testing.assert_allclose(one, o, rtol=1e-13, atol=0, equal_nan=True)
+
+
+def test_codegen_is_skipped_when_the_module_is_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEMOHOST_CACHE_DIR", str(tmp_path))
+    model = ch.get_model("gemcitabine_pk")
+    first = compile_model(model)
+    monkeypatch.setattr(codegen, "_loaded", {})
+    monkeypatch.setattr(codegen, "_generated", {})
+
+    def fail(*a, **k):
+        raise AssertionError("generate_source should not run for a cached declaration")
+
+    monkeypatch.setattr(codegen, "generate_source", fail)
+    again = compile_model(model)
+    assert again.source_hash == first.source_hash
+    assert (again.ode_species, again.lin_species, again.param_names, again.output_names) == \
+        (first.ode_species, first.lin_species, first.param_names, first.output_names)
+    # a different declaration has a different key
+    assert codegen.declaration_key(_logistic_model()) != codegen.declaration_key(model)
+    assert codegen.declaration_key(model, closed_form=False) != codegen.declaration_key(model)
