@@ -30,19 +30,16 @@ import argparse
 import copy
 import dataclasses
 import math
-import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import yaml
 from scipy.optimize import brentq
 
 from chemohost.api import parameter_vector
 from chemohost.engine.codegen import compile_model
 from chemohost.engine.simulate import SolverOptions, simulate
-from chemohost.studies.survival import arm_summary, os_hazard, progression_or_death, simulate_os
-from chemohost.studies.trial import Trial, os_exponentials, run_trial
+from chemohost.studies.survival import arm_summary, linked_os, survival_at
+from chemohost.studies.trial import Trial, control_arm_data, os_exponentials, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_CSV = ROOT / "src/chemohost/model/data/host_response.csv"
@@ -55,9 +52,8 @@ class Arm:
     """The control arm of a trial scenario with adjustable typical values, CVs and OS link."""
 
     def __init__(self, path: Path, n: int):
-        self.data = yaml.safe_load(path.read_text())
+        self.data, _ = control_arm_data(path)
         self.control = self.data["control"]
-        self.data["arms"] = {self.control: self.data["arms"][self.control]}
         self.data["keep_timecourses"] = n
         self.data["chunk_size"] = n
         self.n, self.path = n, path
@@ -81,11 +77,8 @@ class Arm:
 
     def pfs_at(self, months: float) -> float:
         """Kaplan-Meier progression-free probability at ``months`` in the last run."""
-        from lifelines import KaplanMeierFitter
-
         df = self.last[1].patients
-        km = KaplanMeierFitter().fit(df["pfs_months"], df["pfs_event"].astype(bool))
-        return float(km.survival_function_at_times(months).iloc[0])
+        return survival_at(df["pfs_months"], df["pfs_event"], months)
 
     def resurvive(self, **os_link) -> dict:
         """Redraw OS (and PFS-with-death) of the last run for other OS-link constants, no re-simulation."""
@@ -93,25 +86,13 @@ class Arm:
         osp = dataclasses.replace(tr.indication.os_link, **{**self.os, **os_link})
         times, kept = res.samples[self.control]
         df = res.patients.sort_values("patient").reset_index(drop=True)
-        hz = os_hazard(osp, times, df["tsr_w8"].to_numpy(), df["sld0_mm"].to_numpy(), kept["NLR"], nlr_times_days=times)
-        os_m, os_e = simulate_os(_Fixed(os_exponentials(res.summary["seed"], 0, self.n)), times, hz,
-                                 follow_up_days=tr.follow_up_days)
+        os_m, os_e = linked_os(osp, times, df["tsr_w8"].to_numpy(), df["sld0_mm"].to_numpy(), kept["NLR"],
+                               os_exponentials(res.summary["seed"], 0, self.n), follow_up_days=tr.follow_up_days)
         out = df.assign(os_months=os_m, os_event=os_e)
         s = arm_summary(out.rename(columns={"best_response": "bor", "neutropenia_grade_max": "max_neutropenia_grade"}))
-        from lifelines import KaplanMeierFitter
-
-        km = KaplanMeierFitter().fit(os_m, os_e.astype(bool))
-        s["os_12m"] = float(km.survival_function_at_times(12.0).iloc[0])
-        s["os_at_14m"] = float(km.survival_function_at_times(14.0).iloc[0])
+        s["os_12m"] = survival_at(os_m, os_e, 12.0)  # also when nobody is followed to 12 months
+        s["os_at_14m"] = survival_at(os_m, os_e, 14.0)
         return s
-
-
-class _Fixed:
-    def __init__(self, e):
-        self.e = e
-
-    def standard_exponential(self, n):
-        return self.e
 
 
 def solve(f, lo, hi, target, log=True, tol=0.01, name=""):
@@ -224,7 +205,7 @@ def main() -> None:
         arm.os.update(median_os_months=med, weibull_shape=shape)
         s = arm.run()
         print("  pancreatic gemcitabine arm:", {k: round(v, 3) for k, v in s.items() if isinstance(v, float)})
-        host[("bm_slope_gem", "human")] = (slope_gem, None, _src_host("bm_slope_gem", "grade >= 3 neutropenia 27% "
+        host[("bm_slope_gem", "human")] = (slope_gem, None, _src_host("grade >= 3 neutropenia 27% "
                                            "of the virtual gemcitabine arm with weekly counts (MPACT gemcitabine arm, "
                                            "Von Hoff 2013 NEJM 369:1691; PMC4631139 Table 3)"))
         c = "calibrated (scripts/calibrate_trials.py): "
@@ -261,27 +242,27 @@ def main() -> None:
             print(f"  GAP: {exc}; bm_slope_cis kept at its table value", flush=True)
             slope_cis = None
             arm.params.pop("bm_slope_cis", None)
-        for _ in range(1):
-            def orr(k):
-                arm.params["tumour_k2_cis"] = k
-                return arm.run()["orr"]
 
-            k2c = solve_or_given("tumour_k2_cis", orr, 1e-4, 50.0, 0.49, name="tumour_k2_cis [1/uM/day]")
-            arm.params["tumour_k2_cis"] = k2c
+        def orr(k):
+            arm.params["tumour_k2_cis"] = k
+            return arm.run()["orr"]
 
-            # median PFS is reported, not fitted: with the stem-like fraction that gives ORR 49% responses
-            # are short (regrowth from repopulating stem-like cells); a fraction small enough for PFS 7.7
-            # months makes nearly everyone respond (csc_f0 0.0045: ORR 99%). See docs/calibration.md.
-            arm.run()
-            # KM median may lie beyond the 18-month follow-up while searching: calibrate S_OS(14 months) = 0.5
-            med = solve(lambda m: arm.resurvive(median_os_months=m)["os_at_14m"], 2.0, 60.0, 0.5,
-                        tol=1e-3, name="os.median_os_months (S_OS(14 mo))")
-            arm.os["median_os_months"] = med
+        k2c = solve_or_given("tumour_k2_cis", orr, 1e-4, 50.0, 0.49, name="tumour_k2_cis [1/uM/day]")
+        arm.params["tumour_k2_cis"] = k2c
+
+        # median PFS is reported, not fitted: with the stem-like fraction that gives ORR 49% responses
+        # are short (regrowth from repopulating stem-like cells); a fraction small enough for PFS 7.7
+        # months makes nearly everyone respond (csc_f0 0.0045: ORR 99%). See docs/calibration.md.
+        arm.run()
+        # KM median may lie beyond the 18-month follow-up while searching: calibrate S_OS(14 months) = 0.5
+        med = solve(lambda m: arm.resurvive(median_os_months=m)["os_at_14m"], 2.0, 60.0, 0.5,
+                    tol=1e-3, name="os.median_os_months (S_OS(14 mo))")
+        arm.os["median_os_months"] = med
         s = arm.run()
         print("  bladder GC arm:", {k: round(v, 3) for k, v in s.items() if isinstance(v, float)})
         c = "calibrated (scripts/calibrate_trials.py): "
         if slope_cis is not None and "bm_slope_cis" not in given:
-            host[("bm_slope_cis", "human")] = (slope_cis, None, _src_host("bm_slope_cis", "grade 3/4 neutropenia 71% of "
+            host[("bm_slope_cis", "human")] = (slope_cis, None, _src_host("grade 3/4 neutropenia 71% of "
                                                "the virtual GC arm with weekly counts (von der Maase 2000 JCO 18:3068)"))
         ind[("bladder_advanced", "tumour_k2_cis")] = (k2c, None, c + "ORR 49% of the virtual GC arm (von der Maase "
                                                      "2000 JCO 18:3068); CV assumed")
@@ -293,7 +274,7 @@ def main() -> None:
         print("written:", HOST_CSV.name, IND_CSV.name)
 
 
-def _src_host(name: str, text: str) -> str:
+def _src_host(text: str) -> str:
     return f"calibrated (scripts/calibrate_trials.py): {text}"
 
 

@@ -138,3 +138,18 @@ def test_validate_command_passes_and_writes_evidence(tmp_path, capsys):
         assert (tmp_path / "val" / "figures" / f"{r['id']}.png").exists()
     failed = [r["id"] for r in results if not r["passed"]]
     assert code == 0 and not failed, (failed, printed)
+
+
+def test_human_lymphocytes_are_not_emptied_cycle_after_cycle():
+    """Adult lymphocyte supply is mostly peripheral (den Braber 2012 Immunity 36:288; bm_f_lymph_marrow):
+    six gemcitabine cycles lower blood lymphocytes moderately instead of cumulatively, and the marrow-only
+    supply (bm_f_lymph_marrow = 1, the former structure) empties them far more."""
+    model, names, p = typical("host_response", "human")
+    regs = [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8, 15), 28, 6)]
+    t = np.arange(0.0, 169.0, 1.0)
+    P = np.stack([p, _with(names, p, bm_f_lymph_marrow=1.0)])
+    res = ch.simulate(model, P, regs, t, ["lymph", "NLR"], options=ch.SolverOptions(rtol=1e-6, atol=1e-10))
+    lymph = res.output("lymph") / res.output("lymph")[:, :1]
+    nlr = res.output("NLR") / res.output("NLR")[:, :1]
+    assert lymph[0].min() > 0.5 and nlr[0, -1] < 2.0
+    assert lymph[1].min() < 0.5 * lymph[0].min()

@@ -331,13 +331,9 @@ def _control_arm(scenario: str):
     """Run only the control arm of ``scenarios/<scenario>`` (packaged copy of the trial definition)."""
     from pathlib import Path
 
-    import yaml
+    from ..studies.trial import Trial, control_arm_data, run_trial
 
-    from ..studies.trial import Trial, run_trial
-
-    path = Path(__file__).resolve().parents[3] / "scenarios" / scenario
-    d = yaml.safe_load(path.read_text())
-    d["arms"] = {d["control"]: d["arms"][d["control"]]}
+    d, path = control_arm_data(Path(__file__).resolve().parents[3] / "scenarios" / scenario)
     d["keep_timecourses"] = 0
     res = run_trial(Trial.from_dict(d, str(path)), patients=TRIAL_CHECK_PATIENTS)
     s = res.summary["arms"][d["control"]]

@@ -50,7 +50,7 @@ def read_table(path: str | Path | list | None = None) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     for p in paths:
         with open(p, newline="") as fh:
-            lines = list(_strip_comments(fh))
+            lines = list(strip_comments(fh))
         these = list(csv.DictReader(lines))
         if these and set(_COLUMNS) - set(these[0]):
             raise ParameterError(f"{p}: missing columns {sorted(set(_COLUMNS) - set(these[0]))}")
@@ -66,7 +66,7 @@ def read_table(path: str | Path | list | None = None) -> list[dict[str, str]]:
     return rows
 
 
-def _strip_comments(fh):
+def strip_comments(fh):
     for line in fh:
         if line.strip() and not line.lstrip().startswith("#"):
             yield line

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ChemohostError
+from ..model.params import strip_comments
 from .survival import OSLinkParams
 
 _COLUMNS = ["indication", "name", "value", "unit", "cv_percent", "source"]
@@ -53,8 +54,7 @@ def table_path() -> Path:
 
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
-        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-    rows = list(csv.DictReader(lines))
+        rows = list(csv.DictReader(list(strip_comments(fh))))
     if rows and set(_COLUMNS) - set(rows[0]):
         raise IndicationError(f"{path}: missing columns {sorted(set(_COLUMNS) - set(rows[0]))}")
     return rows

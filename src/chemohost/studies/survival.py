@@ -118,14 +118,17 @@ def os_hazard(params: OSLinkParams, times_days, tsr_w8, sld0_mm, nlr,
     return params.baseline_hazard_per_day(t)[None, :] * np.exp(lp)
 
 
-def simulate_os(rng: np.random.Generator, times_days, hazard_per_day, follow_up_days=None):
+def simulate_os(rng: np.random.Generator | None, times_days, hazard_per_day, follow_up_days=None, *,
+                exponentials=None):
     """Draw event times by inverse transform of the cumulative hazard, vectorised.
 
     ``times_days``: (T,) increasing grid starting at randomisation (t[0] is time 0 of OS).
     ``hazard_per_day``: (N, T) hazard on the grid (or (T,) shared); integrated by the trapezoid
     rule, so H is piecewise linear and its inverse is exact on that interpolant.  Past the grid the
     last hazard value is held constant.  ``follow_up_days``: administrative censoring time since
-    t[0] (scalar or (N,)); default: end of the grid.
+    t[0] (scalar or (N,)); default: end of the grid.  ``exponentials``: (N,) unit-exponential draws to
+    use instead of drawing from ``rng`` (a trial pre-draws them per patient so any chunking of the
+    patients gives the same times).
     Returns ``(os_months, os_event)``: (N,) float months and bool (False = censored).  Patients with
     a non-finite hazard get nan / False.
     """
@@ -141,7 +144,9 @@ def simulate_os(rng: np.random.Generator, times_days, hazard_per_day, follow_up_
     h = np.where(np.isfinite(h), np.maximum(h, 0.0), 0.0)
     dH = 0.5 * (h[:, 1:] + h[:, :-1]) * np.diff(tt)[None, :]
     H = np.concatenate([np.zeros((n, 1)), np.cumsum(dH, axis=1)], axis=1)  # (N, T)
-    e = rng.standard_exponential(n)
+    e = rng.standard_exponential(n) if exponentials is None else np.asarray(exponentials, dtype=float)
+    if e.shape != (n,):
+        raise ValueError(f"exponentials must have shape ({n},), got {e.shape}")
     k = (H < e[:, None]).sum(axis=1)  # first grid index with H >= e (T if beyond the grid)
     inside = k < t.size
     ki = np.clip(k, 1, t.size - 1)
@@ -158,6 +163,13 @@ def simulate_os(rng: np.random.Generator, times_days, hazard_per_day, follow_up_
     time = np.where(bad, np.nan, time)
     event = event & ~bad
     return time / DAYS_PER_MONTH, event
+
+
+def linked_os(params: OSLinkParams, times_days, tsr_w8, sld0_mm, nlr, exponentials, follow_up_days=None):
+    """OS of a simulated arm: :func:`os_hazard` with time-varying ``nlr`` (N, T) on ``times_days``, then
+    :func:`simulate_os` on the given per-patient ``exponentials``.  Returns ``(os_months, os_event)``."""
+    hz = os_hazard(params, times_days, tsr_w8, sld0_mm, nlr, nlr_times_days=times_days)
+    return simulate_os(None, times_days, hz, follow_up_days=follow_up_days, exponentials=exponentials)
 
 
 def progression_or_death(pfs_months, pfs_event, os_months, os_event):
@@ -190,6 +202,12 @@ def _km(times, events):
     kmf = KaplanMeierFitter().fit(times, events.astype(bool))
     ci = median_survival_times(kmf.confidence_interval_)
     return kmf, [_f(kmf.median_survival_time_), _f(ci.iloc[0, 0]), _f(ci.iloc[0, 1])]
+
+
+def survival_at(times, events, at: float) -> float:
+    """Kaplan-Meier survival probability at ``at`` (same unit as ``times``; lifelines); nan if no data."""
+    kmf, _ = _km(np.asarray(times, dtype=float), np.asarray(events, dtype=bool))
+    return float("nan") if kmf is None else _f(kmf.survival_function_at_times(at).iloc[0])
 
 
 def arm_summary(df: pd.DataFrame) -> dict:

@@ -125,15 +125,13 @@ def _format_validation_trial(exc: ValidationError, file: str) -> ScenarioError:
     return _format_validation(exc, file, TrialSpec)
 
 
-class _PreDrawn:
-    """Hands ``simulate_os`` the exponential draws of exactly these patients (chunk-invariant)."""
-
-    def __init__(self, e):
-        self._e = e
-
-    def standard_exponential(self, n):
-        assert n == self._e.size
-        return self._e
+def control_arm_data(path: str | Path) -> tuple[dict, Path]:
+    """The trial file's mapping reduced to its control arm (for calibration and evidence checks)."""
+    data, path = load_yaml_mapping(path, "trial", "name, arms, control")
+    arms, control = data.get("arms") or {}, data.get("control")
+    if control not in arms:
+        raise ScenarioError(f"control arm '{control}' is not one of the arms", file=str(path), field="control")
+    return {**data, "arms": {control: arms[control]}}, path
 
 
 def os_exponentials(seed: int, arm_index: int, n: int) -> np.ndarray:
@@ -175,7 +173,7 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr."""
     from ..population.virtual import sample_population
     from .endpoints import patient_endpoints
-    from .survival import OSLinkParams, arm_summary, compare_arms, os_hazard, progression_or_death, simulate_os
+    from .survival import OSLinkParams, arm_summary, compare_arms, linked_os, progression_or_death
 
     spec = trial.spec
     n = spec.patients if patients is None else patients
@@ -213,7 +211,6 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
                          closed_form=spec.solver.closed_form)
     fu = trial.follow_up_days
     times = np.unique(np.r_[np.arange(0.0, fu, 1.0), fu])
-    os_times = times
     osp = ind.os_link if ind else OSLinkParams()
     rows, samples = [], {}
     keep = min(spec.keep_timecourses, n)
@@ -234,9 +231,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
             res = simulate(cm, P[s:e], regs, times, OUTPUTS, options=opts)
             ep = patient_endpoints(res, assess_every_days=trial.assess_days, lab_every_days=trial.lab_days)
             ep["patient"] = np.arange(s, e)
-            hz = os_hazard(osp, os_times, ep["tsr_w8"].to_numpy(), ep["sld0_mm"].to_numpy(),
-                           res.output("NLR"), nlr_times_days=times)
-            os_m, os_e = simulate_os(_PreDrawn(e_os[s:e]), os_times, hz, follow_up_days=fu)
+            os_m, os_e = linked_os(osp, times, ep["tsr_w8"].to_numpy(), ep["sld0_mm"].to_numpy(),
+                                   res.output("NLR"), e_os[s:e], follow_up_days=fu)
             ep["os_months"], ep["os_event"] = os_m, os_e
             pfs_m, pfs_e = progression_or_death(ep["pfs_months"], ep["pfs_event"], os_m, os_e)
             ep["pfs_months"], ep["pfs_event"] = pfs_m, pfs_e
