@@ -87,7 +87,7 @@ class Arm:
         times, kept = res.samples[self.control]
         df = res.patients.sort_values("patient").reset_index(drop=True)
         os_m, os_e = linked_os(osp, times, df["tsr_w8"].to_numpy(), df["sld0_mm"].to_numpy(), kept["NLR"],
-                               os_exponentials(res.summary["seed"], 0, self.n), follow_up_days=tr.follow_up_days)
+                               os_exponentials(res.summary["seed"], self.n), follow_up_days=tr.follow_up_days)
         out = df.assign(os_months=os_m, os_event=os_e)
         s = arm_summary(out.rename(columns={"best_response": "bor", "neutropenia_grade_max": "max_neutropenia_grade"}))
         s["os_12m"] = survival_at(os_m, os_e, 12.0)  # also when nobody is followed to 12 months

@@ -46,13 +46,25 @@ def _trial(args) -> int:
     if args.patients is not None and args.patients < 1:
         raise ChemohostError("--patients must be >= 1")
     res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True)
+    dead = [a for a, s in res.summary["arms"].items() if s["n_failed"] == s["n_run"]]
+    if dead:
+        raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
+                             f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
     files = write_trial(res, args.out)
     print(f"trial '{trial.spec.name}': {len(res.patients)} patient-arms in {res.timings['simulate_and_endpoints']:.1f} s")
     for arm, s in res.summary["arms"].items():
         hr = s["hr_os_vs_control"]
-        print(f"  {arm}: n={s['n']} ORR {s['orr']:.2f} median PFS {s['median_pfs_months']:.2f} mo, median OS "
+        print(f"  {arm}: n={s['n']} ({s['n_failed']} failed) ORR {s['orr']:.2f} median PFS {s['median_pfs_months']:.2f} mo, median OS "
               f"{s['median_os_months']:.2f} mo, 12-mo OS {s['os_12m']:.2f}, G3+ neutropenia {s['neutropenia_g3plus']:.2f}, "
               f"HR {hr[0]:.2f}")
+    for arm, pe in res.summary.get("paired", {}).items():
+        if "hr" not in pe:
+            continue
+        r12, hr, ind = pe["rmst_diff_12"], pe["hr"], pe["individual"]
+        print(f"  paired vs {res.summary['control']}: {arm}: RMST(12 mo) {r12['estimate']:+.2f} mo "
+              f"(95% CI {r12['ci_low']:+.2f} to {r12['ci_high']:+.2f}), HR {hr['estimate']:.3f} "
+              f"({hr['ci_low']:.3f}-{hr['ci_high']:.3f}), OS gain > 1 mo {100 * ind['frac_gain']:.1f}%, "
+              f"loss > 1 mo {100 * ind['frac_loss']:.1f}% of {ind['n_pairs']} patients")
     for name, path in files.items():
         print(f"  wrote {path}")
     return 0

@@ -105,7 +105,12 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray):
         return z, z.copy(), np.zeros((n, 0)), bad
     A = np.zeros((n, L, L))
     cm.module.lin_matrices(P, A)
+    # a patient with NaN/inf parameters must not kill the batch: numpy's batched eig raises for the
+    # whole stack, so such patients get an identity basis here and are flagged (status 4 -> 3 below)
+    nonfinite = ~np.isfinite(A).all(axis=(1, 2))
+    A[nonfinite] = -np.eye(L)
     lam, V, bad = _eig(A)
+    bad |= nonfinite
     if bad.any():
         # repeated eigenvalues (e.g. ka equal to an elimination rate) make the eigenbasis singular;
         # a relative perturbation of 1e-6 of each diagonal rate separates them at a cost of ~1e-6
@@ -116,6 +121,7 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray):
         lam_j, V_j, bad_j = _eig(Aj)
         lam[bad], V[bad] = lam_j, V_j
         bad[bad] = bad_j
+        bad |= nonfinite
     V[bad] = np.eye(L)
     lam[bad] = 0.0
     Vinv = np.linalg.inv(V)
@@ -249,6 +255,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     finally:
         numba.set_num_threads(threads_before)
     status[bad] = 4
+    status[~np.isfinite(P).all(axis=1)] = 3  # non-finite parameters: reported as non_finite
     failed = status != 0
     res[failed] = np.nan
     return SimulationResult(times, outputs, res, status, factors[:, : table.n], table, stats)

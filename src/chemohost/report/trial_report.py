@@ -26,6 +26,7 @@ def _km_figure(df, time_col, event_col, title):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm, g in df.groupby("arm", observed=True):
+        g = g[np.isfinite(g[time_col].to_numpy(float))]  # failed patients have no survival time
         if len(g):
             KaplanMeierFitter().fit(g[time_col], g[event_col].astype(bool), label=str(arm)).plot_survival_function(
                 ax=ax, ci_show=True)
@@ -41,7 +42,8 @@ def _waterfall(df):
     arms = list(df["arm"].cat.categories) if hasattr(df["arm"], "cat") else sorted(df["arm"].unique())
     fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.4), squeeze=False)
     for ax, arm in zip(axes[0], arms):
-        v = np.sort(df.loc[df.arm == arm, "best_tumour_change_pct"].to_numpy())[::-1]
+        v = df.loc[df.arm == arm, "best_tumour_change_pct"].to_numpy(float)
+        v = np.sort(v[np.isfinite(v)])[::-1]
         colors = ["#c0392b" if x >= 20 else "#2e86c1" if x <= -30 else "#95a5a6" for x in v]
         ax.bar(np.arange(v.size), v, color=colors, width=1.0)
         ax.axhline(20, ls="--", lw=0.8, color="k")
@@ -75,7 +77,7 @@ def _bands(samples, output, ylabel):
 
 def render(name: str, description: str, df, summary: dict, samples: dict, manifest: dict) -> str:
     rows = []
-    keys = ["n", "orr", "dcr", "median_pfs_months", "median_os_months", "os_12m", "neutropenia_g3plus",
+    keys = ["n_run", "n_failed", "n", "orr", "dcr", "median_pfs_months", "median_os_months", "os_12m", "neutropenia_g3plus",
             "neutropenia_g4", "hr_os_vs_control", "logrank_p"]
     for arm, s in summary["arms"].items():
         cells = []

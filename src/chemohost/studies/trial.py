@@ -119,6 +119,13 @@ class Trial:
             raise ScenarioError("assessment_interval must be > 0 and within the follow-up", file=f,
                                 field="assessment_interval")
         self.perturbation_overrides = perturbations_field(s.perturbations, self.model.parameters, f)
+        if s.parameters:  # check names and units at load time, not after compiling
+            from ..api import parameter_vector
+
+            try:
+                parameter_vector(self.model, s.species, s.parameters)
+            except ChemohostError as exc:
+                raise ScenarioError(str(exc), file=f, field="parameters") from None
 
 
 def _format_validation_trial(exc: ValidationError, file: str) -> ScenarioError:
@@ -134,9 +141,33 @@ def control_arm_data(path: str | Path) -> tuple[dict, Path]:
     return {**data, "arms": {control: arms[control]}}, path
 
 
-def os_exponentials(seed: int, arm_index: int, n: int) -> np.ndarray:
-    """The unit-exponential draws behind the OS times of arm ``arm_index`` (one per patient)."""
-    return np.random.Generator(np.random.PCG64([seed, 7919, arm_index])).standard_exponential(n)
+#: endpoint codes of the per-patient random streams (never the arm or its position)
+STREAMS = {"os": 1}
+
+
+def patient_stream(seed: int, endpoint: str, patient_ids, size: int = 1) -> np.ndarray:
+    """(n, size) standard-uniform draws, one independent numpy stream per (seed, endpoint, patient).
+
+    Keyed by the patient and the endpoint only, so a virtual patient lives the same "luck" in every
+    arm (counterfactual / paired design), whatever the arm order, chunking or number of patients.
+    Streams come from ``numpy.random.SeedSequence(seed, spawn_key=(endpoint code, patient))``.
+    """
+    code = STREAMS[endpoint]
+    ids = np.asarray(patient_ids, dtype=np.int64).ravel()
+    out = np.empty((ids.size, size))
+    for k, pid in enumerate(ids):
+        out[k] = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            int(seed), spawn_key=(code, int(pid))))).random(size)
+    return out
+
+
+def os_exponentials(seed: int, n: int, patient_ids=None) -> np.ndarray:
+    """The unit-exponential draws behind the OS times of patients ``patient_ids`` (default 0..n-1).
+
+    The same for every arm: patient i's OS noise does not depend on the arm it is simulated in.
+    """
+    ids = np.arange(n) if patient_ids is None else np.asarray(patient_ids)
+    return -np.log1p(-patient_stream(seed, "os", ids, 1)[:, 0])
 
 
 OUTPUTS = ["tumour_total", "met_burden", "ANC", "NLR", "gmp_frequency"]
@@ -223,7 +254,7 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
         # finer chunks for a smooth bar; results do not depend on the chunk size (tested)
         chunk = min(chunk, max(64, -(-n // 10)))
     for a_i, (arm, regs) in enumerate(trial.arms.items()):
-        e_os = os_exponentials(seed, a_i, n)
+        e_os = os_exponentials(seed, n)
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
         for s in range(0, n, chunk):
@@ -263,13 +294,36 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     summary = {"arms": {}, "control": spec.control, "seed": seed,
                "population": {"n_per_arm": n, "selection_acceptance_rate": acceptance}}
     comp = compare_arms(pdf.assign(arm=pdf["arm"].astype(str)), spec.control)
+    from ..engine.simulate import STATUS
+
+    pdf["status"] = pd.Categorical([STATUS.get(int(c), f"code_{int(c)}") for c in pdf["status"]])
     for arm in trial.arms:
-        s_ = arm_summary(pdf[pdf["arm"] == arm])
+        g = pdf[pdf["arm"] == arm]
+        ok = g["status"].astype(str) == "ok"
+        s_ = arm_summary(g[ok])  # failed patients are rows, excluded from statistics that cannot use them
+        s_["n_run"] = int(len(g))
+        s_["n_failed"] = int((~ok).sum())
         c = comp.get(arm)
         s_["hr_os_vs_control"] = [c["hr"], c["hr_ci_low"], c["hr_ci_high"]] if c else [1.0, float("nan"), float("nan")]
         s_["logrank_p"] = c["logrank_p"] if c else float("nan")
         s_["n"] = int(s_["n"])
         summary["arms"][arm] = s_
+    # paired (counterfactual) effects: the same patients, the same random streams, in every arm
+    from .survival import paired_effects
+
+    summary["design"] = "paired"
+    summary["paired"] = {}
+    ctrl = pdf[pdf["arm"] == spec.control].set_index("patient").sort_index()
+    ok_c = ctrl["status"].astype(str) == "ok"
+    fu_months = trial.follow_up_days / DAYS_PER_MONTH
+    for arm in trial.arms:
+        if arm == spec.control:
+            continue
+        g = pdf[pdf["arm"] == arm].set_index("patient").sort_index()
+        ok = ok_c & (g["status"].astype(str) == "ok")
+        summary["paired"][arm] = paired_effects(
+            ctrl["os_months"].where(ok), ctrl["os_event"], g["os_months"].where(ok), g["os_event"],
+            taus=(12.0, 24.0), follow_up=fu_months, seed=seed)
     pdf = pdf.rename(columns={"bor": "best_response", "max_neutropenia_grade": "neutropenia_grade_max",
                               "nlr_d28": "nlr_day28"})
     return TrialResult(trial, pdf, summary, samples,
