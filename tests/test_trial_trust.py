@@ -148,3 +148,9 @@ def test_trial_summary_reports_paired_effects_and_failures():
     for arm, a in s["arms"].items():
         assert a["n_run"] == 12 and a["n_failed"] == 0
     assert set(res.patients["status"].astype(str)) == {"ok"}
+
+
+def test_model_without_trial_outputs_fails_at_load_naming_the_field():
+    with pytest.raises(ScenarioError, match=r"field 'model'|model.*lacks") as e:
+        _trial(model="chemo_core")
+    assert "mini.yaml" in str(e.value) and "met_burden" in str(e.value)

@@ -98,6 +98,10 @@ class Trial:
             self.model = get_model(s.model)
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=f, field="model") from None
+        missing = [o for o in OUTPUTS if o not in self.model.outputs and o not in self.model.species]
+        if missing:
+            raise ScenarioError(f"model '{s.model}' lacks the outputs a trial's endpoints need ({', '.join(missing)}); "
+                                "use model host_response", file=f, field="model")
         self.arms = {name: build_regimens(regs, self.model.drugs, f, f"arms.{name}") for name, regs in s.arms.items()}
         self.follow_up_days = quantity_field(s.follow_up, "day", f, "follow_up")
         self.assess_days = quantity_field(s.assessment_interval, "day", f, "assessment_interval")
@@ -213,6 +217,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     if n < 1:
         raise ScenarioError("number of patients per arm must be >= 1", file=trial.source, field="patients")
     t0 = time.perf_counter()
+    if progress:
+        print(f"compiling model {trial.model.name} (cached after the first run) ...", file=sys.stderr, flush=True)
     cm = compile_model(trial.model, spec.solver.closed_form)
     t1 = time.perf_counter()
     pop = dict(spec.population)
