@@ -154,3 +154,9 @@ def test_model_without_trial_outputs_fails_at_load_naming_the_field():
     with pytest.raises(ScenarioError, match=r"field 'model'|model.*lacks") as e:
         _trial(model="chemo_core")
     assert "mini.yaml" in str(e.value) and "met_burden" in str(e.value)
+
+
+def test_negative_parameter_is_rejected_at_load():
+    with pytest.raises(ScenarioError, match="cannot be negative") as e:
+        _trial(parameters={"CL_gem": "-2 L/min"})
+    assert "parameters.CL_gem" in str(e.value)

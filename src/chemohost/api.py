@@ -53,6 +53,9 @@ def parameter_vector(model: Model, species: str, overrides: dict[str, object] | 
             raise ParameterError(f"field '{where}.{key}': {exc}") from None
         if not np.isfinite(values[names.index(key)]):
             raise ParameterError(f"field '{where}.{key}': value must be finite")
+        if values[names.index(key)] < 0 <= ps[key].lower:
+            raise ParameterError(f"field '{where}.{key}': got {val!r}, but '{key}' cannot be negative (plausible "
+                                 f"range {ps[key].lower:g}-{ps[key].upper:g} {ps[key].unit})")
     return names, values, cvs
 
 
