@@ -56,7 +56,9 @@ def test_cli_writes_all_outputs(tmp_path, capsys):
                 "neutropenia_g4", "hr_os_vs_control", "logrank_p"} <= set(s)
         assert len(s["hr_os_vs_control"]) == 3
     html = (out / "report.html").read_text()
-    assert "<img src='data:image/png;base64," in html and "http" not in html.split("<h2>Manifest")[0]
+    assert 'src="data:image/png;base64,' in html and "http" not in html.split('id="details-manifest"')[0]
+    for section in ("table-summary", "fig-km-os", "fig-km-pfs", "fig-waterfall", "table-paired", "section-methods"):
+        assert f'id="{section}"' in html
     df = pd.read_parquet(out / "patients.parquet")
     assert set(COLUMNS) <= set(df.columns)
     assert (out / "manifest.json").exists()

@@ -160,3 +160,14 @@ def test_negative_parameter_is_rejected_at_load():
     with pytest.raises(ScenarioError, match="cannot be negative") as e:
         _trial(parameters={"CL_gem": "-2 L/min"})
     assert "parameters.CL_gem" in str(e.value)
+
+
+def test_waterfall_uses_scans_up_to_progression():
+    p = run_trial(_trial(follow_up="6 month"), patients=16).patients
+    v = p["best_scan_change_pct"].to_numpy(float)
+    assert np.isfinite(v).all()
+    prog = p["best_response"].astype(str) == "PD"
+    # a patient whose best response is progression cannot have a scan at or below -30%
+    assert (v[prog.to_numpy()] > -30).all()
+    # the daily nadir is never worse than the best scan
+    assert (p["best_tumour_change_pct"].to_numpy(float) <= v + 1e-9).all()

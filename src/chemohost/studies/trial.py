@@ -276,6 +276,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
             y = res.output("tumour_total")
             with np.errstate(invalid="ignore", divide="ignore"):
                 ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.nanmin(y, axis=1) / y[:, 0]) - 1)
+                ep["best_scan_change_pct"] = _best_scan_change(times, y, ep["pd_day"].to_numpy(float),
+                                                               trial.assess_days)
             if s < keep:
                 m = min(keep, e) - s
                 for o in OUTPUTS:
@@ -336,6 +338,62 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
                        {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1, "statistics": time.perf_counter() - t2})
 
 
+def _best_scan_change(times, volume, pd_day, assess_days) -> np.ndarray:
+    """Best % change of the sum of diameters from baseline at the post-baseline scans up to and
+    including the first progression (what a RECIST waterfall shows); nan without a post-baseline scan.
+    Scans are the RECIST assessment days (no measurement error yet)."""
+    from .endpoints import assessment_indices, sum_of_diameters
+
+    idx = assessment_indices(times, np.arange(times[0], times[-1] + 1e-9, assess_days))
+    ta = times[idx] - times[0]
+    sld = sum_of_diameters(volume[:, idx])
+    chg = 100.0 * (sld / sld[:, :1] - 1.0)
+    upto = (ta[None, :] > 0) & (np.isnan(pd_day)[:, None] | (ta[None, :] <= pd_day[:, None] + 1e-9))
+    best = np.where(upto & np.isfinite(chg), chg, np.inf).min(axis=1)
+    return np.where(np.isfinite(best), best, np.nan)
+
+
+def _report_extras(result: TrialResult) -> dict:
+    """What the report needs beyond the summary: cycles to shade, per-patient paired OS differences,
+    and the methods text (model, indication, what is calibrated and what is a prediction)."""
+    trial, p = result.trial, result.patients
+    spec = trial.spec
+    cycles = {arm: sorted({(r.start + c * r.cycle_length, r.start + (c + 1) * r.cycle_length)
+                           for r in regs for c in range(r.cycles)}) for arm, regs in trial.arms.items()}
+    fu = trial.follow_up_days / DAYS_PER_MONTH
+    ctrl = p[p["arm"] == spec.control].set_index("patient").sort_index()
+    deltas = {}
+    for arm in trial.arms:
+        if arm != spec.control:
+            g = p[p["arm"] == arm].set_index("patient").sort_index()
+            d = np.minimum(g["os_months"].to_numpy(float), fu) - np.minimum(ctrl["os_months"].to_numpy(float), fu)
+            deltas[arm] = d[np.isfinite(d)]
+    ind = trial.indication
+    methods = {
+        "model": f"{trial.model.name} ({spec.species}): mechanistic host-response model (death modes, IL-1alpha and "
+                 "other cytokines, marrow, immune cells, stem-like repopulation, metastasis); see docs/architecture.md",
+        "indication": ({"name": ind.name, "source": "studies/data/indications.csv"} if ind is not None else "none"),
+        "calibrated": ["Control arms only (docs/calibration.md): pancreatic gemcitabine arm to Burris 1997 / MPACT "
+                       "(median OS 5.65 mo, 12-mo OS 18%, ORR 5.4%, DCR 44%, G3+ neutropenia 27%); bladder GC arm "
+                       "to von der Maase 2000 (ORR 49%, median OS 14.0 mo)."],
+        "predictions": ["Every non-control arm (IL-1alpha blockade, caspase-1 inhibition, timing): model predictions, "
+                        "not calibrated to any human trial of these combinations.",
+                        "Paired effects compare the same virtual patients with the same random OS draws in each arm."],
+        "assumptions": ["The human IL-1alpha axis is weak in the model (serum IL-1alpha near detection, mouse-fitted "
+                        "IL-1R1 EC50): blockade effects are likely underestimated or uncertain (issue 9).",
+                        "Held doses are omitted, not delayed; treatment does not stop at progression (not yet modelled).",
+                        "Single parameter values; parameter uncertainty is not yet propagated."],
+        "endpoints": [f"RECIST 1.1 from the simulated tumour volume (one sphere-equivalent target lesion) at scans every "
+                      f"{trial.assess_days:g} days, without measurement error; new lesions when metastatic burden "
+                      "exceeds 0.5 cm3.",
+                      "PFS: first progression at a scan or death; median PFS falls on scan dates.",
+                      f"OS: Weibull hazard x week-8 tumour-size ratio, baseline size and time-varying NLR; "
+                      f"administrative censoring at {fu:g} months.",
+                      f"CTCAE v5 neutropenia on laboratory counts every {trial.lab_days:g} days."],
+    }
+    return {"cycles": cycles, "paired_deltas": deltas, "methods": methods}
+
+
 def _json_safe(x):
     if isinstance(x, dict):
         return {k: _json_safe(v) for k, v in x.items()}
@@ -359,6 +417,7 @@ def write_trial(result: TrialResult, out: str | Path) -> dict[str, Path]:
         manifest = _json_safe(result.manifest())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         (tmp / "report.html").write_text(render(result.trial.spec.name, result.trial.spec.description,
-                                                result.patients, result.summary, result.samples, manifest))
+                                                result.patients, result.summary, result.samples, manifest,
+                                                **_report_extras(result)))
 
     return write_atomically(out, write)
