@@ -146,7 +146,9 @@ def test_trial_summary_reports_paired_effects_and_failures():
     same = s["paired"]["gem again"]
     assert same["hr"]["estimate"] == 1.0 and same["individual"]["frac_unchanged"] == 1.0
     for arm, a in s["arms"].items():
-        assert a["n_run"] == 12 and a["n_failed"] == 0
+        assert a["n_run"] == 12 and a["n_failed"] == 0 and a["n_analysed"] == 12
+        assert 0 <= a["pfs_events"] <= 12 and 0 <= a["os_events"] <= 12 and len(a["hr_pfs_vs_control"]) == 3
+    assert s["arms"]["gem again"]["hr_pfs_vs_control"][0] == pytest.approx(1.0, abs=1e-9)
     assert set(res.patients["status"].astype(str)) == {"ok"}
 
 

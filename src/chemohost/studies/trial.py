@@ -302,6 +302,7 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     summary = {"arms": {}, "control": spec.control, "seed": seed,
                "population": {"n_per_arm": n, "selection_acceptance_rate": acceptance}}
     comp = compare_arms(pdf.assign(arm=pdf["arm"].astype(str)), spec.control)
+    comp_pfs = compare_arms(pdf.assign(arm=pdf["arm"].astype(str)), spec.control, endpoint="pfs")
     from ..engine.simulate import STATUS
 
     pdf["status"] = pd.Categorical([STATUS.get(int(c), f"code_{int(c)}") for c in pdf["status"]])
@@ -311,6 +312,12 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
         s_ = arm_summary(g[ok])  # failed patients are rows, excluded from statistics that cannot use them
         s_["n_run"] = int(len(g))
         s_["n_failed"] = int((~ok).sum())
+        s_["n_analysed"] = int(ok.sum())
+        s_["os_events"] = int(g.loc[ok, "os_event"].sum())
+        s_["pfs_events"] = int(g.loc[ok, "pfs_event"].sum())
+        cp = comp_pfs.get(arm)
+        s_["hr_pfs_vs_control"] = [cp["hr"], cp["hr_ci_low"], cp["hr_ci_high"]] if cp else [1.0, float("nan"), float("nan")]
+        s_["logrank_p_pfs"] = cp["logrank_p"] if cp else float("nan")
         c = comp.get(arm)
         s_["hr_os_vs_control"] = [c["hr"], c["hr_ci_low"], c["hr_ci_high"]] if c else [1.0, float("nan"), float("nan")]
         s_["logrank_p"] = c["logrank_p"] if c else float("nan")
