@@ -173,3 +173,19 @@ def test_waterfall_uses_scans_up_to_progression():
     assert (v[prog.to_numpy()] > -30).all()
     # the daily nadir is never worse than the best scan
     assert (p["best_tumour_change_pct"].to_numpy(float) <= v + 1e-9).all()
+
+
+def test_arm_where_every_patient_fails_exits_2_and_writes_nothing(tmp_path, capsys):
+    import yaml
+
+    from chemohost.cli import main
+
+    d = json.loads(json.dumps(BASE))
+    d["solver"] = {"max_steps": 3}  # no patient can finish: every arm fails in the solver
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(d))
+    out = tmp_path / "out"
+    assert main(["trial", str(path), "--out", str(out), "--patients", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "every patient of arm(s)" in err and "failed" in err and str(path) in err
+    assert not out.exists()

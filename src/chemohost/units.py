@@ -70,7 +70,7 @@ def _reject(text, why: str):
     raise UnitError(f"cannot read the quantity {text!r}: {why}; write {_ACCEPTED}")
 
 
-def _check_strict(text: str, number: str, unit: str) -> None:
+def _check_strict(text: str, unit: str) -> None:
     """Refuse strings that pint would read as something other than what a person meant.
 
     ``1,000 mg/m2`` (pint: 1 x ',000 mg/m2' = 0), ``1 000 mg/m2`` (1 x 000 = 0), ``1,5 h`` (5 h),
@@ -129,7 +129,7 @@ def parse_quantity(text: str | float | int, default_unit: str | None = None) -> 
     if not m:
         _reject(text, "it does not start with a number")
     value, unit = float(m.group(1)), m.group(2)
-    _check_strict(text, m.group(1), unit)
+    _check_strict(text, unit)
     if not unit:
         if default_unit is None:
             raise UnitError(f"value {text!r} has no unit; write it with a unit, e.g. '{text} mg'")

@@ -91,7 +91,8 @@ def _range(lo, hi, fmt, open_hi: str = DASH) -> str:
         return ""
     if lo is None or hi is None:  # one-sided: "(5.1 to NR)" reads better than "(5.1––)"
         return f" ({fmt(lo) if lo is not None else DASH} to {fmt(hi) if hi is not None else open_hi})"
-    return f" ({fmt(lo)}\u2013{fmt(hi)})"
+    sep = " to " if min(lo, hi) < 0 else "\u2013"  # "(-0.01 to -0.00)", never "(-0.01–-0.00)"
+    return f" ({fmt(lo)}{sep}{fmt(hi)})"
 
 
 def fmt_pct_ci(x, ci, digits: int = 1) -> str:

@@ -163,6 +163,20 @@ def recist(times_days, sld_mm, new_lesion_flags, baseline_index: int = 0,
                         pfs_event=any_pd.copy(), timepoint=tp)
 
 
+def best_scan_change(scan_days, sld_mm, pd_day) -> np.ndarray:
+    """(N,) best % change of the SLD from baseline (column 0) at the post-baseline scans up to and
+    including the first progression: what a RECIST waterfall shows.  nan without a post-baseline scan.
+    ``scan_days``: (T,) days since baseline; ``sld_mm``: (N, T); ``pd_day``: (N,) (nan = no PD)."""
+    ta = np.asarray(scan_days, dtype=float)
+    sld = np.atleast_2d(np.asarray(sld_mm, dtype=float))
+    pd_day = np.asarray(pd_day, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chg = 100.0 * (sld / sld[:, :1] - 1.0)
+    upto = (ta[None, :] > 0) & (np.isnan(pd_day)[:, None] | (ta[None, :] <= pd_day[:, None] + 1e-9))
+    best = np.where(upto & np.isfinite(chg), chg, np.inf).min(axis=1)
+    return np.where(np.isfinite(best), best, np.nan)
+
+
 def ctcae_neutropenia_grade(anc_1e9_per_L, lln: float = ANC_LLN) -> np.ndarray:
     """CTCAE v5.0 'neutrophil count decreased' grade (0-4), element-wise; -1 where non-finite.
 
@@ -244,9 +258,10 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
         i8 = assessment_indices(t, [t[0] + tsr_day])[0]
         out |= {"sld0_mm": sld[:, 0], "tsr_w8": sld[:, i8] / sld[:, 0], "bor": r.bor,
                 "pd_day": r.pd_day, "pfs_months": np.where(ok, r.pfs_months, np.nan),
-                "pfs_event": r.pfs_event & ok}
+                "pfs_event": r.pfs_event & ok,
+                "best_scan_change_pct": best_scan_change(t[idx] - t[0], sld[:, idx], r.pd_day)}
     else:
-        out |= {k: np.full(n, np.nan) for k in ("sld0_mm", "tsr_w8", "pd_day", "pfs_months")}
+        out |= {k: np.full(n, np.nan) for k in ("sld0_mm", "tsr_w8", "pd_day", "pfs_months", "best_scan_change_pct")}
         out |= {"bor": np.full(n, "NE", dtype=object), "pfs_event": np.zeros(n, dtype=bool)}
     if "ANC" in names:
         anc = result.output("ANC")

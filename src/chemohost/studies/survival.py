@@ -329,6 +329,7 @@ def paired_effects(t_ctrl, e_ctrl, t_arm, e_arm, *, taus=(12.0, 24.0), follow_up
     n = int(ok.sum())
     out: dict = {"n_pairs": n, "n_excluded": int((~ok).sum())}
     if n == 0:
+        out["deltas"] = np.empty(0)
         return out
     L = float(np.max(np.r_[tc, ta])) if follow_up is None else float(follow_up)
     identical = np.array_equal(tc, ta) and np.array_equal(ec, ea)
@@ -368,4 +369,5 @@ def paired_effects(t_ctrl, e_ctrl, t_arm, e_arm, *, taus=(12.0, 24.0), follow_up
                          "frac_unchanged": float(np.mean(np.abs(delta) <= threshold)), "mean_delta": float(delta.mean()),
                          "quantiles": dict(zip(("p5", "p25", "p50", "p75", "p95"), (float(x) for x in q))),
                          "threshold_months": float(threshold), "horizon_months": L, "n_pairs": n}
+    out["deltas"] = delta  # (n_pairs,) per-patient differences (callers drop it before writing JSON)
     return out

@@ -184,6 +184,7 @@ class TrialResult:
     summary: dict
     samples: dict
     timings: dict
+    paired_deltas: dict = field(default_factory=dict)  # arm -> (n_pairs,) OS difference vs control, months
 
     def manifest(self) -> dict:
         from importlib import metadata
@@ -259,8 +260,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
                    mininterval=0.5, dynamic_ncols=True)
         # finer chunks for a smooth bar; results do not depend on the chunk size (tested)
         chunk = min(chunk, max(64, -(-n // 10)))
-    for a_i, (arm, regs) in enumerate(trial.arms.items()):
-        e_os = os_exponentials(seed, n)
+    e_os = os_exponentials(seed, n)  # the same draws in every arm (paired design)
+    for arm, regs in trial.arms.items():
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
         for s in range(0, n, chunk):
@@ -276,8 +277,6 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
             y = res.output("tumour_total")
             with np.errstate(invalid="ignore", divide="ignore"):
                 ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.nanmin(y, axis=1) / y[:, 0]) - 1)
-                ep["best_scan_change_pct"] = _best_scan_change(times, y, ep["pd_day"].to_numpy(float),
-                                                               trial.assess_days)
             if s < keep:
                 m = min(keep, e) - s
                 for o in OUTPUTS:
@@ -301,11 +300,17 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     pdf = pdf.sort_values(["arm", "patient"], kind="stable").reset_index(drop=True)
     summary = {"arms": {}, "control": spec.control, "seed": seed,
                "population": {"n_per_arm": n, "selection_acceptance_rate": acceptance}}
-    comp = compare_arms(pdf.assign(arm=pdf["arm"].astype(str)), spec.control)
-    comp_pfs = compare_arms(pdf.assign(arm=pdf["arm"].astype(str)), spec.control, endpoint="pfs")
     from ..engine.simulate import STATUS
 
-    pdf["status"] = pd.Categorical([STATUS.get(int(c), f"code_{int(c)}") for c in pdf["status"]])
+    pdf["status"] = pd.Categorical(pdf["status"].map(lambda c: STATUS.get(int(c), f"code_{int(c)}")))
+    by_arm = pdf.assign(arm=pdf["arm"].astype(str))
+    comp = {ep: compare_arms(by_arm, spec.control, endpoint=ep) for ep in ("os", "pfs")}
+
+    def hr_entry(ep: str, arm: str):
+        c = comp[ep].get(arm)
+        return ([c["hr"], c["hr_ci_low"], c["hr_ci_high"]] if c else [1.0, float("nan"), float("nan")],
+                c["logrank_p"] if c else float("nan"))
+
     for arm in trial.arms:
         g = pdf[pdf["arm"] == arm]
         ok = g["status"].astype(str) == "ok"
@@ -315,12 +320,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
         s_["n_analysed"] = int(ok.sum())
         s_["os_events"] = int(g.loc[ok, "os_event"].sum())
         s_["pfs_events"] = int(g.loc[ok, "pfs_event"].sum())
-        cp = comp_pfs.get(arm)
-        s_["hr_pfs_vs_control"] = [cp["hr"], cp["hr_ci_low"], cp["hr_ci_high"]] if cp else [1.0, float("nan"), float("nan")]
-        s_["logrank_p_pfs"] = cp["logrank_p"] if cp else float("nan")
-        c = comp.get(arm)
-        s_["hr_os_vs_control"] = [c["hr"], c["hr_ci_low"], c["hr_ci_high"]] if c else [1.0, float("nan"), float("nan")]
-        s_["logrank_p"] = c["logrank_p"] if c else float("nan")
+        s_["hr_os_vs_control"], s_["logrank_p"] = hr_entry("os", arm)
+        s_["hr_pfs_vs_control"], s_["logrank_p_pfs"] = hr_entry("pfs", arm)
         s_["n"] = int(s_["n"])
         summary["arms"][arm] = s_
     # paired (counterfactual) effects: the same patients, the same random streams, in every arm
@@ -331,58 +332,38 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     ctrl = pdf[pdf["arm"] == spec.control].set_index("patient").sort_index()
     ok_c = ctrl["status"].astype(str) == "ok"
     fu_months = trial.follow_up_days / DAYS_PER_MONTH
+    deltas = {}
     for arm in trial.arms:
         if arm == spec.control:
             continue
         g = pdf[pdf["arm"] == arm].set_index("patient").sort_index()
         ok = ok_c & (g["status"].astype(str) == "ok")
-        summary["paired"][arm] = paired_effects(
-            ctrl["os_months"].where(ok), ctrl["os_event"], g["os_months"].where(ok), g["os_event"],
-            taus=(12.0, 24.0), follow_up=fu_months, seed=seed)
+        pe = paired_effects(ctrl["os_months"].where(ok), ctrl["os_event"], g["os_months"].where(ok), g["os_event"],
+                            taus=(12.0, 24.0), follow_up=fu_months, seed=seed)
+        deltas[arm] = pe.pop("deltas", np.empty(0))  # per patient: report figure, not summary.json
+        summary["paired"][arm] = pe
     pdf = pdf.rename(columns={"bor": "best_response", "max_neutropenia_grade": "neutropenia_grade_max",
                               "nlr_d28": "nlr_day28"})
     return TrialResult(trial, pdf, summary, samples,
-                       {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1, "statistics": time.perf_counter() - t2})
-
-
-def _best_scan_change(times, volume, pd_day, assess_days) -> np.ndarray:
-    """Best % change of the sum of diameters from baseline at the post-baseline scans up to and
-    including the first progression (what a RECIST waterfall shows); nan without a post-baseline scan.
-    Scans are the RECIST assessment days (no measurement error yet)."""
-    from .endpoints import assessment_indices, sum_of_diameters
-
-    idx = assessment_indices(times, np.arange(times[0], times[-1] + 1e-9, assess_days))
-    ta = times[idx] - times[0]
-    sld = sum_of_diameters(volume[:, idx])
-    chg = 100.0 * (sld / sld[:, :1] - 1.0)
-    upto = (ta[None, :] > 0) & (np.isnan(pd_day)[:, None] | (ta[None, :] <= pd_day[:, None] + 1e-9))
-    best = np.where(upto & np.isfinite(chg), chg, np.inf).min(axis=1)
-    return np.where(np.isfinite(best), best, np.nan)
+                       {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1, "statistics": time.perf_counter() - t2},
+                       paired_deltas=deltas)
 
 
 def _report_extras(result: TrialResult) -> dict:
     """What the report needs beyond the summary: cycles to shade, per-patient paired OS differences,
     and the methods text (model, indication, what is calibrated and what is a prediction)."""
-    trial, p = result.trial, result.patients
+    trial = result.trial
     spec = trial.spec
     cycles = {arm: sorted({(r.start + c * r.cycle_length, r.start + (c + 1) * r.cycle_length)
                            for r in regs for c in range(r.cycles)}) for arm, regs in trial.arms.items()}
     fu = trial.follow_up_days / DAYS_PER_MONTH
-    ctrl = p[p["arm"] == spec.control].set_index("patient").sort_index()
-    deltas = {}
-    for arm in trial.arms:
-        if arm != spec.control:
-            g = p[p["arm"] == arm].set_index("patient").sort_index()
-            d = np.minimum(g["os_months"].to_numpy(float), fu) - np.minimum(ctrl["os_months"].to_numpy(float), fu)
-            deltas[arm] = d[np.isfinite(d)]
     ind = trial.indication
     methods = {
         "model": f"{trial.model.name} ({spec.species}): mechanistic host-response model (death modes, IL-1alpha and "
                  "other cytokines, marrow, immune cells, stem-like repopulation, metastasis); see docs/architecture.md",
         "indication": ({"name": ind.name, "source": "studies/data/indications.csv"} if ind is not None else "none"),
-        "calibrated": ["Control arms only (docs/calibration.md): pancreatic gemcitabine arm to Burris 1997 / MPACT "
-                       "(median OS 5.65 mo, 12-mo OS 18%, ORR 5.4%, DCR 44%, G3+ neutropenia 27%); bladder GC arm "
-                       "to von der Maase 2000 (ORR 49%, median OS 14.0 mo)."],
+        "calibrated": ([f"{k}: {v}" for k, v in ind.sources.items() if v.strip().lower().startswith("calibrated")]
+                       if ind is not None else []) or ["nothing: no indication layer, every arm is a model prediction"],
         "predictions": ["Every non-control arm (IL-1alpha blockade, caspase-1 inhibition, timing): model predictions, "
                         "not calibrated to any human trial of these combinations.",
                         "Paired effects compare the same virtual patients with the same random OS draws in each arm."],
@@ -398,7 +379,7 @@ def _report_extras(result: TrialResult) -> dict:
                       f"administrative censoring at {fu:g} months.",
                       f"CTCAE v5 neutropenia on laboratory counts every {trial.lab_days:g} days."],
     }
-    return {"cycles": cycles, "paired_deltas": deltas, "methods": methods}
+    return {"cycles": cycles, "paired_deltas": result.paired_deltas, "methods": methods}
 
 
 def _json_safe(x):
