@@ -276,7 +276,7 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
             ep["pfs_months"], ep["pfs_event"] = pfs_m, pfs_e
             y = res.output("tumour_total")
             with np.errstate(invalid="ignore", divide="ignore"):
-                ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.nanmin(y, axis=1) / y[:, 0]) - 1)
+                ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.fmin.reduce(y, axis=1) / y[:, 0]) - 1)
             if s < keep:
                 m = min(keep, e) - s
                 for o in OUTPUTS:
