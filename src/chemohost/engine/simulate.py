@@ -21,6 +21,8 @@ from ..protocol.rules import get_rule
 from .codegen import CompiledModel, compile_model
 
 STATUS = {0: "ok", 1: "max_steps", 2: "step_size_underflow", 3: "non_finite", 4: "pk_not_diagonalisable"}
+#: per-dose outcome codes (``SimulationResult.dose_status``)
+DOSE_STATUS = {0: "not_reached", 1: "given", 2: "held", 3: "stopped", 4: "discontinued"}
 KIND_BOLUS, KIND_START, KIND_STOP = 0, 1, 2
 
 
@@ -60,6 +62,12 @@ class SimulationResult:
     dose_factors: np.ndarray  # (N, D) applied factor per scheduled dose (after rules)
     doses: DoseTable
     steps: np.ndarray  # (N, 2) accepted+rejected steps, rejected steps
+    dose_times: np.ndarray | None = None  # (N, D) days when each dose fell due (after delays; nan: never)
+    dose_status: np.ndarray | None = None  # (N, D) DOSE_STATUS codes
+
+    def doses_given(self) -> np.ndarray:
+        """(N, D) bool: the dose was administered (possibly reduced)."""
+        return self.dose_status == 1
 
     @property
     def n_patients(self) -> int:
@@ -156,10 +164,6 @@ def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: di
     dose_idx = np.array([e[4] for e in ev], dtype=np.int64)
     bio = np.array([e[5] for e in ev], dtype=np.int64)
     amount = np.zeros((n, E))
-    start_of = {}
-    for k, e in enumerate(ev):
-        if e[2] == KIND_START:
-            start_of[e[4]] = k
     for k, e in enumerate(ev):
         d = e[4]
         if e[2] == KIND_BOLUS:
@@ -167,8 +171,8 @@ def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: di
         elif e[2] == KIND_START:
             amount[:, k] = amounts[:, d] * e[6] / table.duration[d]
         else:
-            amount[:, k] = start_of[d]
-    tile = lambda a: np.ascontiguousarray(np.broadcast_to(a, (n, E)))  # noqa: E731
+            amount[:, k] = d  # a stop event ends the infusion of its dose (unused by the kernel)
+    tile = lambda a: np.array(np.broadcast_to(a, (n, E)), order="C")  # noqa: E731  (writable: delays move events)
     return tile(ev_time), tile(kinds), tile(targets), amount, tile(dose_idx), tile(bio), np.full(n, E, dtype=np.int64)
 
 
@@ -194,17 +198,40 @@ def _rules(cm: CompiledModel, table: DoseTable):
         fa[i, k] = rule.below_factor
         nb_[i] = k
     dose_rule = np.array([names.index(r) if r else -1 for r in table.rule], dtype=np.int64)
-    return dose_rule, out_idx, th, fa, nb_
+    delay_th = np.full(R, -np.inf)
+    delay_days = np.zeros(R)
+    max_delays = np.zeros(R, dtype=np.int64)
+    for i, nm in enumerate(names):
+        rule = get_rule(nm)
+        if rule.cycle_start_below is not None:
+            delay_th[i], delay_days[i], max_delays[i] = rule.cycle_start_below, rule.delay_days, rule.max_delays
+    return dose_rule, out_idx, th, fa, nb_, delay_th, delay_days, max_delays
+
+
+def _cycle_starts(table: DoseTable) -> np.ndarray:
+    """(D,) bool: the dose opens a cycle of its regimen (its first administration in that cycle)."""
+    seen, out = set(), np.zeros(table.n, dtype=np.bool_)
+    for d in range(table.n):
+        key = (int(table.regimen[d]), int(table.cycle[d]))
+        if key not in seen:
+            seen.add(key)
+            out[d] = True
+    return out
 
 
 def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Regimen] | DoseTable,
              times, outputs: list[str] | None = None, *, bsa: np.ndarray | None = None,
-             weight: np.ndarray | None = None, options: SolverOptions | None = None) -> SimulationResult:
+             weight: np.ndarray | None = None, options: SolverOptions | None = None,
+             stop_days: np.ndarray | None = None) -> SimulationResult:
     """Simulate ``params.shape[0]`` patients under the same regimens.
 
     ``params``: (N, P) matrix in the compiled model's parameter order (see
     :func:`chemohost.model.params.parameter_set` and :mod:`chemohost.api`).  ``bsa``/``weight``
     default to the BSA/WT parameters.  ``times``: output times (days, ascending, >= 0).
+    ``stop_days``: (N,) per-patient time from which no further dose is given (treatment stopped,
+    e.g. at progression; inf = never).  Dose-modification rules with a cycle-start threshold delay
+    a cycle (and the rest of its regimen) while the monitored output is below it (see
+    :mod:`chemohost.protocol.rules`); the resulting ``dose_times``/``dose_status`` are returned.
     """
     options = options or SolverOptions()
     cm = model if isinstance(model, CompiledModel) else compile_model(model, options.closed_form)
@@ -231,8 +258,22 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     for d in range(table.n):
         amounts[:, d] = table.regimens[table.regimen[d]].amounts(bsa, weight)
     ev = _events(cm, table, amounts, pidx)
-    dose_rule, rule_out, rule_th, rule_fa, rule_n = _rules(cm, table)
+    dose_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays = _rules(cm, table)
     dose_rule = np.ascontiguousarray(np.broadcast_to(dose_rule, (n, table.n)))
+    D1 = max(table.n, 1)
+    dose_group = np.zeros((n, D1), dtype=np.int64)
+    dose_group[:, :table.n] = table.regimen
+    dose_cstart = np.zeros((n, D1), dtype=np.bool_)
+    dose_cstart[:, :table.n] = _cycle_starts(table)
+    if stop_days is None:
+        stop = np.full(n, np.inf)
+    else:
+        stop = np.asarray(stop_days, dtype=float).reshape(-1)
+        if stop.shape != (n,) or np.isnan(stop).any():
+            raise SolverError(f"stop_days must be {n} numbers (days; inf = never), got shape {stop.shape}")
+        stop = np.ascontiguousarray(stop)
+    dose_time = np.full((n, D1), np.nan)
+    dose_status = np.zeros((n, D1), dtype=np.int8)
     V, Vinv, lam, bad = _linear_decomposition(cm, P)
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
     # a mode matters to the integrated states if its eigenvector has a non-negligible entry in a
@@ -251,11 +292,13 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         ev_time, ev_kind, ev_target, ev_amount, ev_dose, ev_bio, n_ev = ev
         cm.module.simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                                  dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol, options.max_steps,
-                                 bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats)
+                                 bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats,
+                                 dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status)
     finally:
         numba.set_num_threads(threads_before)
     status[bad] = 4
     status[~np.isfinite(P).all(axis=1)] = 3  # non-finite parameters: reported as non_finite
     failed = status != 0
     res[failed] = np.nan
-    return SimulationResult(times, outputs, res, status, factors[:, : table.n], table, stats)
+    return SimulationResult(times, outputs, res, status, factors[:, : table.n], table, stats,
+                            dose_time[:, : table.n], dose_status[:, : table.n])

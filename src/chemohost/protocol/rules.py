@@ -2,13 +2,16 @@
 
 A rule is data, so the engine can evaluate it inside its compiled loop: an output of the model
 (e.g. ``ANC``) is compared with descending thresholds; the first threshold met gives the dose
-factor, and values below all thresholds give ``below_factor`` (0 = hold the dose; held doses are
-omitted, not delayed).
+factor, and values below all thresholds give ``below_factor`` (0 = hold the dose: a held dose
+within a cycle is omitted, as the label says "hold").  A rule may also carry a cycle-start
+threshold (``cycle_start_below``): at the first dose of a cycle, a count below it delays the whole
+cycle, and the rest of that regimen, by ``delay_days`` and re-checks then (the label's "delay
+treatment cycle"); after ``max_delays`` consecutive delays the regimen is discontinued.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ProtocolError
 
@@ -23,6 +26,11 @@ class ThresholdRule:
     below_factor: float
     description: str
     source: str
+    #: at a dose that opens a cycle: output below this -> delay the cycle (None = never delay)
+    cycle_start_below: float | None = None
+    delay_days: float = 7.0  # recheck interval of a delayed cycle (days)
+    max_delays: int = 3  # consecutive delays before the regimen is discontinued
+    delay_source: str = ""
 
     def __post_init__(self):
         if len(self.thresholds) != len(self.factors) or not self.thresholds:
@@ -31,6 +39,8 @@ class ThresholdRule:
             raise ProtocolError(f"rule '{self.name}': thresholds must be in descending order")
         if any(f < 0 for f in (*self.factors, self.below_factor)):
             raise ProtocolError(f"rule '{self.name}': dose factors must be >= 0")
+        if self.cycle_start_below is not None and not (self.delay_days > 0 and self.max_delays >= 0):
+            raise ProtocolError(f"rule '{self.name}': a cycle delay needs delay_days > 0 and max_delays >= 0")
 
     def factor(self, value: float) -> float:
         for th, f in zip(self.thresholds, self.factors):
@@ -63,6 +73,22 @@ RULES: dict[str, ThresholdRule] = {
         source="Gemcitabine USPI section 2 (pfizermedicalinformation.com/gemcitabine-0/dosage-admin)",
     ),
 }
+#: the pancreatic within-cycle table plus the label's day-1 rule: a cycle is delayed, not skipped
+RULES["gemcitabine_label_anc_delay"] = replace(
+    RULES["gemcitabine_label_anc"],
+    name="gemcitabine_label_anc_delay",
+    description="Gemcitabine label within a cycle (ANC >= 1000/uL full dose; 500-999/uL 75%; < 500/uL hold, "
+    "the dose omitted) and at the start of a cycle ANC < 1500/uL: delay the cycle one week and re-check; "
+    "after 3 consecutive delays the patient comes off treatment (platelet criteria not modelled)",
+    cycle_start_below=1.5,
+    delay_days=7.0,
+    max_delays=3,
+    delay_source="Day-1 criterion 'ANC < 1500/uL: delay treatment cycle': gemcitabine USPI section 2 "
+    "(pfizermedicalinformation.com/gemcitabine-0/dosage-admin, ovarian/breast tables) and the "
+    "nab-paclitaxel USPI pancreatic table (gemcitabine + nab-paclitaxel, MPACT: 'Day 1 ANC < 1500: delay "
+    "doses until recovery'). Weekly re-check and discontinuation after 3 weeks of delay: assumption "
+    "(common protocol practice; neither label gives a limit)",
+)
 
 
 def get_rule(name: str) -> ThresholdRule:

@@ -90,19 +90,23 @@ def recist(times_days, sld_mm, new_lesion_flags, baseline_index: int = 0,
            confirm_days: float = 28.0) -> RecistResult:
     """RECIST 1.1 best overall response and progression time, vectorised over patients.
 
-    ``times_days``: (T,) assessment times (days, increasing; baseline at ``baseline_index``,
-    earlier columns ignored).  ``sld_mm``: (N, T) sum of diameters at those times (see
+    ``times_days``: (T,) assessment times, or (N, T) per patient (days, increasing; nan for scans
+    not done, after the last one; baseline at ``baseline_index``, earlier columns ignored).  ``sld_mm``: (N, T) sum of diameters at those times (see
     :func:`sum_of_diameters`).  ``new_lesion_flags``: (N, T) bool (see :func:`new_lesion_flags`)
     or None.  ``confirm_days``: minimum interval for confirmation of CR/PR (RECIST 1.1: 4 weeks).
     See the module docstring for the rules and simplifications.
     """
-    t = np.asarray(times_days, dtype=float)
     sld = np.atleast_2d(np.asarray(sld_mm, dtype=float))
     n, T = sld.shape
-    if t.shape != (T,):
+    t = np.asarray(times_days, dtype=float)
+    if t.shape not in ((T,), (n, T)):
         raise ValueError(f"times_days has shape {t.shape}, sld_mm has {T} assessment columns")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError("times_days must be strictly increasing")
+    t = np.broadcast_to(t, (n, T))
+    done = np.isfinite(t)
+    tf = np.where(done, t, np.inf)
+    if np.any(np.diff(np.where(done, t, -np.inf), axis=1)[done[:, 1:]] <= 0) or np.any(~done[:, 0]):
+        raise ValueError("times_days must be strictly increasing (nan only for scans not done, after the last one)")
+    sld = np.where(done, sld, np.nan)
     if not 0 <= baseline_index < T:
         raise ValueError(f"baseline_index {baseline_index} outside 0..{T - 1}")
     new = (np.zeros((n, T), dtype=bool) if new_lesion_flags is None
@@ -123,7 +127,7 @@ def recist(times_days, sld_mm, new_lesion_flags, baseline_index: int = 0,
         pd_size = (sld >= 1.2 * nadir_prev) & (sld - nadir_prev >= 5.0)
         cr = sld < 10.0
         pr = sld <= 0.7 * base[:, None]
-    is_pd = post & ((evaluable & pd_size) | new)
+    is_pd = post & done & ((evaluable & pd_size) | new)
     resp = np.full((n, T), _SD)
     resp[pr] = _PR
     resp[cr] = _CR
@@ -137,8 +141,10 @@ def recist(times_days, sld_mm, new_lesion_flags, baseline_index: int = 0,
     usable = post & before_pd & (resp != _NE)
 
     # confirmation: later assessment k (before PD), t_k - t_j >= confirm_days, at least as good
-    later = (t[None, :] - t[:, None] >= confirm_days - 1e-9) & (np.arange(T)[None, :] > np.arange(T)[:, None])
-    ok_k = usable[:, None, :] & later[None, :, :]  # (N, j, k)
+    with np.errstate(invalid="ignore"):
+        later = (tf[:, None, :] - tf[:, :, None] >= confirm_days - 1e-9) & \
+            (np.arange(T)[None, :] > np.arange(T)[:, None])[None]
+    ok_k = usable[:, None, :] & later  # (N, j, k)
     conf_cr = usable & (resp == _CR) & (ok_k & (resp == _CR)[:, None, :]).any(axis=2)
     conf_pr = usable & (resp >= _PR) & (resp <= _CR) & \
         (ok_k & ((resp == _PR) | (resp == _CR))[:, None, :]).any(axis=2)
@@ -149,10 +155,11 @@ def recist(times_days, sld_mm, new_lesion_flags, baseline_index: int = 0,
     bor[conf_pr.any(axis=1)] = "PR"
     bor[conf_cr.any(axis=1)] = "CR"
 
-    pd_day = np.where(any_pd, t[np.minimum(first_pd, T - 1)] - t[b], np.nan)
-    eval_post = post & (evaluable | new)
+    rows = np.arange(n)
+    pd_day = np.where(any_pd, t[rows, np.minimum(first_pd, T - 1)] - t[:, b], np.nan)
+    eval_post = post & (evaluable | new) & done
     last_idx = np.where(eval_post.any(axis=1), T - 1 - np.argmax(eval_post[:, ::-1], axis=1), b)
-    censor_day = t[last_idx] - t[b]
+    censor_day = t[rows, last_idx] - t[:, b]
     pfs_days = np.where(any_pd, pd_day, censor_day)
 
     labels = np.array(["SD", "PR", "CR", "PD", "NE"], dtype=object)
@@ -166,15 +173,25 @@ def recist(times_days, sld_mm, new_lesion_flags, baseline_index: int = 0,
 def best_scan_change(scan_days, sld_mm, pd_day) -> np.ndarray:
     """(N,) best % change of the SLD from baseline (column 0) at the post-baseline scans up to and
     including the first progression: what a RECIST waterfall shows.  nan without a post-baseline scan.
-    ``scan_days``: (T,) days since baseline; ``sld_mm``: (N, T); ``pd_day``: (N,) (nan = no PD)."""
-    ta = np.asarray(scan_days, dtype=float)
+    ``scan_days``: (T,) or (N, T) days since baseline; ``sld_mm``: (N, T); ``pd_day``: (N,) (nan = no PD)."""
     sld = np.atleast_2d(np.asarray(sld_mm, dtype=float))
+    ta = np.broadcast_to(np.asarray(scan_days, dtype=float), sld.shape)
     pd_day = np.asarray(pd_day, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         chg = 100.0 * (sld / sld[:, :1] - 1.0)
-    upto = (ta[None, :] > 0) & (np.isnan(pd_day)[:, None] | (ta[None, :] <= pd_day[:, None] + 1e-9))
+        upto = (ta > 0) & (np.isnan(pd_day)[:, None] | (ta <= pd_day[:, None] + 1e-9))
     best = np.where(upto & np.isfinite(chg), chg, np.inf).min(axis=1)
     return np.where(np.isfinite(best), best, np.nan)
+
+
+def _previous_scan_day(scan_days, pd_day) -> np.ndarray:
+    """(N,) day of the last scan before the progression scan (the left end of the interval in which
+    progression happened: interval-censored PFS); nan without progression."""
+    d = np.asarray(scan_days, dtype=float)
+    pd_day = np.asarray(pd_day, dtype=float)
+    with np.errstate(invalid="ignore"):
+        before = np.where(np.isfinite(d) & (d < pd_day[:, None] - 1e-9), d, -np.inf).max(axis=1)
+    return np.where(np.isfinite(pd_day) & np.isfinite(before), before, np.nan)
 
 
 def ctcae_neutropenia_grade(anc_1e9_per_L, lln: float = ANC_LLN) -> np.ndarray:
@@ -200,8 +217,8 @@ def dose_intensity(dose_factors, scheduled_mask=None) -> np.ndarray:
     ``dose_factors``: (N, D) applied factor per scheduled dose (``SimulationResult.dose_factors``;
     1 = full, 0.75 = reduced, 0 = held).  ``scheduled_mask``: (D,) or (N, D) bool selecting the
     doses that count as planned (e.g. one drug: ``np.array(result.doses.drug) == 'gemcitabine'``,
-    or doses before a patient came off study); None = all.  Held doses are omitted, not delayed, in
-    the engine, so delivered/planned equals dose intensity over the planned treatment period.
+    or doses before a patient came off study); None = all.  Within a cycle held doses are omitted
+    (delivered 0); delayed cycles are counted by the dose, not per unit time.
     nan where nothing was planned.
     """
     f = np.atleast_2d(np.asarray(dose_factors, dtype=float))
@@ -229,7 +246,7 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
                       met_threshold_cm3: float = NEW_LESION_THRESHOLD_CM3,
                       confirm_days: float = 28.0, scheduled_mask=None,
                       tsr_day: float = 56.0, nlr_day: float = 28.0,
-                      lab_every_days: float | None = None) -> pd.DataFrame:
+                      lab_every_days: float | None = None, scans=None) -> pd.DataFrame:
     """One row per patient from a ``host_response`` ``SimulationResult``.
 
     Needs outputs ``tumour_total`` and ``met_burden`` (tumour endpoints), ``ANC`` (neutropenia) and
@@ -254,14 +271,21 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
         sld[~ok] = np.nan
         new = new_lesion_flags(result.output("met_burden")[:, idx], met_threshold_cm3)
         new[~ok] = False
-        r = recist(t[idx], sld[:, idx], new, 0, confirm_days)
+        if scans is None:
+            sdays, ssld = np.broadcast_to(t[idx] - t[0], (n, idx.size)), sld[:, idx]
+        else:  # what the radiologist measured: per-patient scan days, with measurement error
+            sdays, ssld, new = scans.days, np.where(ok[:, None], scans.sld_mm, np.nan), scans.new_lesion & ok[:, None]
+        r = recist(sdays, ssld, new, 0, confirm_days)
         i8 = assessment_indices(t, [t[0] + tsr_day])[0]
+        prev = _previous_scan_day(sdays, r.pd_day)
         out |= {"sld0_mm": sld[:, 0], "tsr_w8": sld[:, i8] / sld[:, 0], "bor": r.bor,
                 "pd_day": r.pd_day, "pfs_months": np.where(ok, r.pfs_months, np.nan),
                 "pfs_event": r.pfs_event & ok,
-                "best_scan_change_pct": best_scan_change(t[idx] - t[0], sld[:, idx], r.pd_day)}
+                "pd_previous_scan_day": np.where(ok, prev, np.nan),
+                "best_scan_change_pct": best_scan_change(sdays, ssld, r.pd_day)}
     else:
-        out |= {k: np.full(n, np.nan) for k in ("sld0_mm", "tsr_w8", "pd_day", "pfs_months", "best_scan_change_pct")}
+        out |= {k: np.full(n, np.nan) for k in ("sld0_mm", "tsr_w8", "pd_day", "pfs_months", "pd_previous_scan_day",
+                                                 "best_scan_change_pct")}
         out |= {"bor": np.full(n, "NE", dtype=object), "pfs_event": np.zeros(n, dtype=bool)}
     if "ANC" in names:
         anc = result.output("ANC")
@@ -272,7 +296,26 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
     else:
         out["max_neutropenia_grade"] = np.full(n, np.nan)
     df = np.asarray(result.dose_factors)
-    out["dose_intensity"] = (dose_intensity(df, scheduled_mask) if df.size else np.full(n, np.nan))
+    ds = getattr(result, "dose_status", None)
+    if ds is not None and df.size:
+        # planned = doses due while on treatment (given, held, or cancelled by discontinuation for
+        # toxicity); doses after treatment stopped (progression) or past the horizon are not planned
+        on = np.isin(ds, (1, 2, 4))
+        mask = on if scheduled_mask is None else on & np.broadcast_to(np.asarray(scheduled_mask, bool), on.shape)
+        out["dose_intensity"] = np.where(ok, dose_intensity(df, mask), np.nan)
+        nominal = np.broadcast_to(result.doses.time, ds.shape)
+        with np.errstate(invalid="ignore"):
+            delay = np.where(ds == 1, result.dose_times - nominal, 0.0)
+        out["doses_given"] = (ds == 1).sum(axis=1)
+        out["doses_held"] = (ds == 2).sum(axis=1)
+        out["treatment_delay_days"] = np.where(ok, np.nanmax(np.c_[delay, np.zeros(n)], axis=1), np.nan)
+        reason = np.full(n, "completed", dtype=object)
+        reason[(ds == 3).any(axis=1)] = "progression"
+        reason[(ds == 4).any(axis=1)] = "toxicity"
+        reason[~ok] = "failed"
+        out["off_treatment"] = reason
+    else:
+        out["dose_intensity"] = (dose_intensity(df, scheduled_mask) if df.size else np.full(n, np.nan))
     if "NLR" in names:
         nlr = result.output("NLR")
         i28 = assessment_indices(t, [t[0] + nlr_day])[0]

@@ -48,6 +48,9 @@ class TrialSpec(_Strict):
     parameters: dict[str, Quantity] = Field(default_factory=dict)
     perturbations: list[str] = Field(default_factory=list)
     assessment_interval: Quantity = "8 week"
+    scan_window: Quantity = Field("7 day", description="+/- visit window of each scan (uniform, whole days)")
+    scan_measurement_error: bool = Field(True, description="measurement error of the sum of diameters (Oxnard 2011)")
+    stop_treatment_at_progression: bool = Field(True, description="no dose after the scan that shows progression")
     lab_interval: Quantity = Field("7 day", description="blood counts for CTCAE grading (weekly in the "
                                                         "calibration trials); '1 day' grades every simulated day")
     chunk_size: int = 1000
@@ -64,6 +67,7 @@ class Trial:
     arms: dict = field(default_factory=dict)
     follow_up_days: float = 0.0
     assess_days: float = 0.0
+    scan_model: object = None
     lab_days: float = 7.0
     indication: object = None
     perturbation_overrides: dict = field(default_factory=dict)
@@ -122,6 +126,14 @@ class Trial:
         if not 0 < self.assess_days <= self.follow_up_days:
             raise ScenarioError("assessment_interval must be > 0 and within the follow-up", file=f,
                                 field="assessment_interval")
+        window = quantity_field(s.scan_window, "day", f, "scan_window")
+        if not 0 <= window < self.assess_days / 2:
+            raise ScenarioError(f"scan_window must be >= 0 and less than half the assessment interval "
+                                f"({self.assess_days / 2:g} days), got {window:g} days", file=f, field="scan_window")
+        from .scans import ScanModel
+
+        self.scan_model = ScanModel(interval_days=self.assess_days, window_days=window,
+                                    measurement_error=s.scan_measurement_error)
         self.perturbation_overrides = perturbations_field(s.perturbations, self.model.parameters, f)
         if s.parameters:  # check names and units at load time, not after compiling
             from ..api import parameter_vector
@@ -145,33 +157,7 @@ def control_arm_data(path: str | Path) -> tuple[dict, Path]:
     return {**data, "arms": {control: arms[control]}}, path
 
 
-#: endpoint codes of the per-patient random streams (never the arm or its position)
-STREAMS = {"os": 1}
-
-
-def patient_stream(seed: int, endpoint: str, patient_ids, size: int = 1) -> np.ndarray:
-    """(n, size) standard-uniform draws, one independent numpy stream per (seed, endpoint, patient).
-
-    Keyed by the patient and the endpoint only, so a virtual patient lives the same "luck" in every
-    arm (counterfactual / paired design), whatever the arm order, chunking or number of patients.
-    Streams come from ``numpy.random.SeedSequence(seed, spawn_key=(endpoint code, patient))``.
-    """
-    code = STREAMS[endpoint]
-    ids = np.asarray(patient_ids, dtype=np.int64).ravel()
-    out = np.empty((ids.size, size))
-    for k, pid in enumerate(ids):
-        out[k] = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-            int(seed), spawn_key=(code, int(pid))))).random(size)
-    return out
-
-
-def os_exponentials(seed: int, n: int, patient_ids=None) -> np.ndarray:
-    """The unit-exponential draws behind the OS times of patients ``patient_ids`` (default 0..n-1).
-
-    The same for every arm: patient i's OS noise does not depend on the arm it is simulated in.
-    """
-    ids = np.arange(n) if patient_ids is None else np.asarray(patient_ids)
-    return -np.log1p(-patient_stream(seed, "os", ids, 1)[:, 0])
+from .streams import STREAMS, os_exponentials, patient_stream  # noqa: E402,F401  (public names)
 
 
 OUTPUTS = ["tumour_total", "met_burden", "ANC", "NLR", "gmp_frequency"]
@@ -208,8 +194,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
               progress: bool = False) -> TrialResult:
     """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr."""
     from ..population.virtual import sample_population
-    from .endpoints import patient_endpoints
-    from .survival import OSLinkParams, arm_summary, compare_arms, linked_os, progression_or_death
+    from .survival import (OSLinkParams, arm_summary, compare_arms, linked_os, pfs_interval_bounds,
+                           progression_or_death)
 
     spec = trial.spec
     n = spec.patients if patients is None else patients
@@ -261,19 +247,24 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
         # finer chunks for a smooth bar; results do not depend on the chunk size (tested)
         chunk = min(chunk, max(64, -(-n // 10)))
     e_os = os_exponentials(seed, n)  # the same draws in every arm (paired design)
+    from .scans import scan_schedule
+
+    sched = scan_schedule(trial.scan_model, fu, seed, np.arange(n))  # the same scan days in every arm
+    n_resim = 0
     for arm, regs in trial.arms.items():
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            res = simulate(cm, P[s:e], regs, times, OUTPUTS, options=opts)
-            ep = patient_endpoints(res, assess_every_days=trial.assess_days, lab_every_days=trial.lab_days)
-            ep["patient"] = np.arange(s, e)
+            res, ep, k_re = simulate_patients(cm, P[s:e], regs, times, opts, trial, seed, np.arange(s, e), sched[s:e])
+            n_resim += k_re
             os_m, os_e = linked_os(osp, times, ep["tsr_w8"].to_numpy(), ep["sld0_mm"].to_numpy(),
                                    res.output("NLR"), e_os[s:e], follow_up_days=fu)
             ep["os_months"], ep["os_event"] = os_m, os_e
             pfs_m, pfs_e = progression_or_death(ep["pfs_months"], ep["pfs_event"], os_m, os_e)
             ep["pfs_months"], ep["pfs_event"] = pfs_m, pfs_e
+            ep["pfs_ic_lower_months"], ep["pfs_ic_upper_months"] = pfs_interval_bounds(
+                pfs_m, pfs_e, os_m, os_e, ep["pd_previous_scan_day"])
             y = res.output("tumour_total")
             with np.errstate(invalid="ignore", divide="ignore"):
                 ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.fmin.reduce(y, axis=1) / y[:, 0]) - 1)
@@ -299,7 +290,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     pdf["arm"] = pd.Categorical(pdf["arm"], categories=list(trial.arms))
     pdf = pdf.sort_values(["arm", "patient"], kind="stable").reset_index(drop=True)
     summary = {"arms": {}, "control": spec.control, "seed": seed,
-               "population": {"n_per_arm": n, "selection_acceptance_rate": acceptance}}
+               "population": {"n_per_arm": n, "selection_acceptance_rate": acceptance},
+               "patient_arms_resimulated_after_progression": n_resim}
     from ..engine.simulate import STATUS
 
     pdf["status"] = pd.Categorical(pdf["status"].map(lambda c: STATUS.get(int(c), f"code_{int(c)}")))
@@ -347,6 +339,37 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     return TrialResult(trial, pdf, summary, samples,
                        {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1, "statistics": time.perf_counter() - t2},
                        paired_deltas=deltas)
+
+
+def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, scan_days):
+    """Simulate patients ``ids`` (rows of ``P``) under ``regs`` and read their endpoints as a trial would:
+    scans on ``scan_days`` with measurement error, and -- if the protocol stops treatment at progression
+    -- a second pass for the patients who progressed while doses were still due, re-simulated with no
+    dose from the progression scan on (their course up to that scan is unchanged, so the progression
+    itself is too).  Returns ``(result, endpoints frame, number re-simulated)``."""
+    from .endpoints import patient_endpoints
+    from .scans import take_scans
+
+    def endpoints(r):
+        sc = take_scans(trial.scan_model, times, r.output("tumour_total"), r.output("met_burden"), scan_days, seed, ids)
+        return patient_endpoints(r, assess_every_days=trial.assess_days, lab_every_days=trial.lab_days, scans=sc)
+
+    res = simulate(cm, P, regs, times, OUTPUTS, options=opts)
+    ep = endpoints(res)
+    k_re = 0
+    if trial.spec.stop_treatment_at_progression and res.dose_times is not None and res.dose_times.size:
+        pdd = ep["pd_day"].to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            due_after = (res.dose_times >= pdd[:, None] - 1e-9) & np.isin(res.dose_status, (1, 2))
+        redo = np.isfinite(pdd) & due_after.any(axis=1) & (res.status == 0)
+        k_re = int(redo.sum())
+        if k_re:
+            r2 = simulate(cm, P[redo], regs, times, OUTPUTS, options=opts, stop_days=pdd[redo])
+            for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
+                getattr(res, name)[redo] = getattr(r2, name)
+            ep = endpoints(res)
+    ep["patient"] = np.asarray(ids)
+    return res, ep, k_re
 
 
 def _report_extras(result: TrialResult) -> dict:

@@ -257,11 +257,53 @@ def _lsolve(dense, a, M, piv, b, n):
 
 
 @nb.njit(cache=True, error_model="numpy")
+def _sort_events(k, n_ev, ev_time, ev_kind, ev_target, ev_amount, ev_dose, bio_index):
+    # insertion sort of events k..n_ev-1 by (time, stop < bolus < start, dose): the order the
+    # Python side builds, restored after a delay moved some of them
+    for a_ in range(k + 1, n_ev):
+        tq = ev_time[a_]
+        kq = ev_kind[a_]
+        oq = 0 if kq == 2 else (1 if kq == 0 else 2)
+        dq = ev_dose[a_]
+        gq = ev_target[a_]
+        aq = ev_amount[a_]
+        bq = bio_index[a_]
+        c_ = a_ - 1
+        while c_ >= k:
+            kc = ev_kind[c_]
+            oc = 0 if kc == 2 else (1 if kc == 0 else 2)
+            if ev_time[c_] > tq or (ev_time[c_] == tq and (oc > oq or (oc == oq and ev_dose[c_] > dq))):
+                ev_time[c_ + 1] = ev_time[c_]
+                ev_kind[c_ + 1] = ev_kind[c_]
+                ev_target[c_ + 1] = ev_target[c_]
+                ev_amount[c_ + 1] = ev_amount[c_]
+                ev_dose[c_ + 1] = ev_dose[c_]
+                bio_index[c_ + 1] = bio_index[c_]
+                c_ -= 1
+            else:
+                break
+        ev_time[c_ + 1] = tq
+        ev_kind[c_ + 1] = kq
+        ev_target[c_ + 1] = gq
+        ev_amount[c_ + 1] = aq
+        ev_dose[c_ + 1] = dq
+        bio_index[c_ + 1] = bq
+
+
+@nb.njit(cache=True, error_model="numpy")
 def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                  dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
-                 bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, stats):
+                 bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, stats,
+                 dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
+                 dose_time, dose_status):
     # dense_output: outputs inside a step from the continuous extension (else every output time
     # ends a step); sparse_lu: W factorised on its sparsity pattern (else dense LU every step)
+    # Dosing protocol: a dose whose rule has a cycle-start threshold (rule_delay_th) and that opens
+    # a cycle (dose_cstart) is delayed, with every later dose of its regimen (dose_group), by
+    # rule_delay_days while the rule's output is below that threshold, at most rule_max_delays
+    # times; then the regimen is discontinued (unacceptable toxicity).  Doses due at or after
+    # stop_time (e.g. progression) are not given.  dose_time: when each dose fell due (nan if
+    # never); dose_status: 0 not reached, 1 given, 2 held by the rule, 3 stopped, 4 discontinued.
     n = N_ODE
     nl = N_LIN
     y = np.zeros(n)
@@ -302,7 +344,13 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     h1 = np.zeros(n)         # dense-output coefficients of the last accepted step
     h2 = np.zeros(n)
     modes = np.zeros(nl, dtype=np.int64)
-    rate = np.zeros(ev_time.shape[0])  # infusion rate started by event index (to stop it exactly)
+    rate = np.zeros(ev_time.shape[0])  # infusion rate started by each dose (to stop it exactly)
+    n_groups = 1
+    for q in range(dose_group.shape[0]):
+        if dose_group[q] + 1 > n_groups:
+            n_groups = dose_group[q] + 1
+    n_delays = np.zeros(n_groups, dtype=np.int64)
+    discontinued = np.zeros(n_groups, dtype=np.bool_)
     n_t = t_out.shape[0]
     t_end = t_out[n_t - 1]
     t = 0.0
@@ -322,13 +370,39 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             dose = ev_dose[k]
             tgt = ev_target[k]
             if kind == 2:
-                # ev_amount of a stop event holds the index of its start event
-                st = np.int64(ev_amount[k])
-                amt = -rate[st]
+                amt = -rate[dose]
+                rate[dose] = 0.0
             else:
+                g = dose_group[dose]
+                if discontinued[g] or ev_time[k] >= stop_time:
+                    # not given: the regimen was discontinued, or treatment stopped (progression)
+                    factors[dose] = 0.0
+                    dose_status[dose] = 4 if discontinued[g] else 3
+                    if dose_status[dose] == 3:
+                        dose_time[dose] = ev_time[k]
+                    k += 1
+                    continue
                 r = dose_rule[dose]
                 if r >= 0:
                     val = output_one(rule_output[r], t, y, xl, p)
+                    if dose_cstart[dose] and val < rule_delay_th[r]:
+                        if n_delays[g] < rule_max_delays[r]:
+                            # delay this cycle and the rest of the regimen; re-check then
+                            n_delays[g] += 1
+                            for q in range(k, n_ev):
+                                dq = ev_dose[q]
+                                if dose_group[dq] == g and (ev_kind[q] != 2 or dose_status[dq] == 0):
+                                    ev_time[q] += rule_delay_days[r]
+                            _sort_events(k, n_ev, ev_time, ev_kind, ev_target, ev_amount, ev_dose, bio_index)
+                            continue
+                        discontinued[g] = True
+                        for q in range(dose_group.shape[0]):
+                            if dose_group[q] == g and dose_status[q] == 0:
+                                factors[q] = 0.0
+                                dose_status[q] = 4
+                        k += 1
+                        continue
+                    n_delays[g] = 0
                     fac = rule_factors[r, rule_n[r]]
                     for q in range(rule_n[r]):
                         if val >= rule_thresholds[r, q]:
@@ -336,6 +410,8 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                             break
                     factors[dose] = fac
                 fa = factors[dose]
+                dose_time[dose] = ev_time[k]
+                dose_status[dose] = 1 if fa > 0.0 else 2
                 bi = bio_index[k]
                 if bi >= 0:
                     fa *= p[bi]
@@ -347,7 +423,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                     amt = 0.0
                 else:
                     amt = ev_amount[k] * fa
-                    rate[k] = amt
+                    rate[dose] = amt
             if kind != 0:
                 if tgt < n:
                     u[tgt] += amt
@@ -585,12 +661,15 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
 def simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                    dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
                    bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, status,
-                   stats):
+                   stats, dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
+                   dose_time, dose_status):
     for i in nb.prange(P.shape[0]):
         status[i] = simulate_one(P[i], V[i], Vinv[i], lam[i], mode_needed[i], ev_time[i], ev_kind[i], ev_target[i],
                                  ev_amount[i], ev_dose[i], n_ev[i], dose_rule[i], rule_output,
                                  rule_thresholds, rule_factors, rule_n, bio_index[i], t_out, out_sel,
-                                 rtol, atol, max_steps, dense_output, sparse_lu, res[i], factors[i], stats[i])
+                                 rtol, atol, max_steps, dense_output, sparse_lu, res[i], factors[i], stats[i],
+                                 dose_group[i], dose_cstart[i], rule_delay_th, rule_delay_days, rule_max_delays,
+                                 stop_time[i], dose_time[i], dose_status[i])
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
