@@ -1,0 +1,240 @@
+"""Running a trial: virtual patients through the engine, arm by arm, chunk by chunk.
+
+The paired (counterfactual) design: every arm runs on the *same* virtual patients with the same
+per-patient random streams (OS noise, scan days, scan errors, new-lesion noise), in chunks (bounded
+memory; full time courses kept only for a sample).  The same seed gives identical
+patients.parquet whatever the chunk size or arm order.  :func:`simulate_arm_chunk` is the one
+place where patients become endpoint rows; the randomised replicate design uses it too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..engine.codegen import compile_model
+from ..engine.simulate import STATUS, SolverOptions, simulate
+from ..errors import ChemohostError, ScenarioError
+from .streams import os_exponentials
+from .trial_spec import OUTPUTS, Trial
+
+
+@dataclass
+class TrialResult:
+    trial: Trial
+    patients: pd.DataFrame
+    summary: dict
+    samples: dict
+    timings: dict
+    paired_deltas: dict = field(default_factory=dict)  # arm -> (n_pairs,) OS difference vs control, months
+
+    def manifest(self) -> dict:
+        return trial_manifest(self.trial, self.summary["seed"],
+                              int(len(self.patients) / max(len(self.trial.arms), 1)), self.timings)
+
+
+def trial_manifest(trial: Trial, seed: int, patients_per_arm: int, timings: dict) -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("numpy", "numba", "scipy", "pandas", "lifelines", "pyarrow"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    cm = compile_model(trial.model, trial.spec.solver.closed_form)
+    return {"chemohost_version": __version__, "trial": trial.spec.model_dump(mode="json"),
+            "trial_file": trial.source, "trial_sha256": trial.sha256,
+            "model": trial.model.name, "model_code_hash": cm.source_hash,
+            "indication": trial.indication.to_dict() if trial.indication else None,
+            "seed": seed, "patients_per_arm": patients_per_arm,
+            "timings_s": timings, "python": sys.version.split()[0], "packages": versions}
+
+
+@dataclass
+class TrialSetup:
+    """What every chunk of every arm shares: compiled model, solver options, grid, OS link."""
+
+    trial: Trial
+    cm: object
+    opts: SolverOptions
+    times: np.ndarray
+    osp: object
+    seed: int
+
+
+def setup_trial(trial: Trial, seed: int, progress: bool = False) -> TrialSetup:
+    from .survival import OSLinkParams
+
+    spec = trial.spec
+    if progress:
+        print(f"compiling model {trial.model.name} (cached after the first run) ...", file=sys.stderr, flush=True)
+    cm = compile_model(trial.model, spec.solver.closed_form)
+    opts = SolverOptions(rtol=spec.solver.rtol, atol=spec.solver.atol, max_steps=spec.solver.max_steps,
+                         closed_form=spec.solver.closed_form)
+    fu = trial.follow_up_days
+    times = np.unique(np.r_[np.arange(0.0, fu, 1.0), fu])
+    ind = trial.indication
+    return TrialSetup(trial, cm, opts, times, ind.os_link if ind else OSLinkParams(), seed)
+
+
+def sample_trial_patients(trial: Trial, n: int, seed: int):
+    """``(names, P, covariates, acceptance)`` for patients 0..n-1 of ``trial`` (the indication layer's
+    typical values and IIV, the file's parameters, population and perturbations)."""
+    from ..population.virtual import sample_population
+
+    spec = trial.spec
+    pop = dict(spec.population)
+    targets = pop.pop("targets", None)
+    factor = int(pop.pop("candidates_per_patient", 5))
+    acceptance = None
+    ind = trial.indication
+    params = {**(ind.parameters if ind else {}), **spec.parameters}
+    cv_over = dict(ind.cvs) if ind else {}
+    try:
+        if targets:
+            from ..population.virtual import TargetDistribution, select_virtual_population
+
+            names, P, cov = sample_population(trial.model, spec.species, pop, n * factor, seed,
+                                              parameters=params, cv_overrides=cv_over)
+            tds = {col: TargetDistribution.from_dict(d) for col, d in targets.items()}
+            idx, acceptance = select_virtual_population(cov, tds, n, seed)
+            P, cov = P[idx], cov.iloc[idx].reset_index(drop=True)
+        else:
+            names, P, cov = sample_population(trial.model, spec.species, pop, n, seed, parameters=params,
+                                              cv_overrides=cv_over)
+    except ChemohostError as exc:
+        raise ScenarioError(str(exc), file=trial.source, field="population") from None
+    for k, v in trial.perturbation_overrides.items():
+        P[:, names.index(k)] = v
+    return names, P, cov, acceptance
+
+
+def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, scan_days):
+    """Simulate patients ``ids`` (rows of ``P``) under ``regs`` and read their endpoints as a trial would:
+    scans on ``scan_days`` with measurement error, and -- if the protocol stops treatment at progression
+    -- a second pass for the patients who progressed while doses were still due, re-simulated with no
+    dose from the progression scan on (their course up to that scan is unchanged, so the progression
+    itself is too).  Returns ``(result, endpoints frame, number re-simulated)``."""
+    from .endpoints import patient_endpoints
+    from .scans import take_scans
+
+    def endpoints(r):
+        sc = take_scans(trial.scan_model, times, r.output("tumour_total"), r.output("met_burden"), scan_days, seed, ids)
+        return patient_endpoints(r, assess_every_days=trial.assess_days, lab_every_days=trial.lab_days, scans=sc)
+
+    res = simulate(cm, P, regs, times, OUTPUTS, options=opts)
+    ep = endpoints(res)
+    k_re = 0
+    if trial.spec.stop_treatment_at_progression and res.dose_times is not None and res.dose_times.size:
+        pdd = ep["pd_day"].to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            due_after = (res.dose_times >= pdd[:, None] - 1e-9) & np.isin(res.dose_status, (1, 2))
+        redo = np.isfinite(pdd) & due_after.any(axis=1) & (res.status == 0)
+        k_re = int(redo.sum())
+        if k_re:
+            r2 = simulate(cm, P[redo], regs, times, OUTPUTS, options=opts, stop_days=pdd[redo])
+            for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
+                getattr(res, name)[redo] = getattr(r2, name)
+            ep = endpoints(res)
+    ep["patient"] = np.asarray(ids)
+    return res, ep, k_re
+
+
+def simulate_arm_chunk(st: TrialSetup, P, regs, ids, scan_days, e_os):
+    """Endpoint rows (one per patient ``ids``) of one arm: scans/RECIST/PFS, linked OS, PFS with death,
+    interval-censored PFS bounds.  Returns ``(result, endpoints frame, number re-simulated)``."""
+    from .survival import linked_os, pfs_interval_bounds, progression_or_death
+
+    trial = st.trial
+    res, ep, k_re = simulate_patients(st.cm, P, regs, st.times, st.opts, trial, st.seed, ids, scan_days)
+    os_m, os_e = linked_os(st.osp, st.times, ep["tsr_w8"].to_numpy(), ep["sld0_mm"].to_numpy(),
+                           res.output("NLR"), e_os, follow_up_days=trial.follow_up_days)
+    ep["os_months"], ep["os_event"] = os_m, os_e
+    pfs_m, pfs_e = progression_or_death(ep["pfs_months"], ep["pfs_event"], os_m, os_e)
+    ep["pfs_months"], ep["pfs_event"] = pfs_m, pfs_e
+    ep["pfs_ic_lower_months"], ep["pfs_ic_upper_months"] = pfs_interval_bounds(
+        pfs_m, pfs_e, os_m, os_e, ep["pd_previous_scan_day"])
+    y = res.output("tumour_total")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.fmin.reduce(y, axis=1) / y[:, 0]) - 1)
+    return res, ep, k_re
+
+
+def status_labels(codes) -> pd.Categorical:
+    return pd.Categorical(pd.Series(codes).map(lambda c: STATUS.get(int(c), f"code_{int(c)}")))
+
+
+def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None, chunk_size: int | None = None,
+              progress: bool = False) -> TrialResult:
+    """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr."""
+    from .scans import scan_schedule
+    from .trial_stats import summarise_paired
+
+    spec = trial.spec
+    n = spec.patients if patients is None else patients
+    seed = spec.seed if seed is None else seed
+    chunk = chunk_size or spec.chunk_size
+    if n < 1:
+        raise ScenarioError("number of patients per arm must be >= 1", file=trial.source, field="patients")
+    t0 = time.perf_counter()
+    st = setup_trial(trial, seed, progress)
+    t1 = time.perf_counter()
+    names, P, cov, acceptance = sample_trial_patients(trial, n, seed)
+    times = st.times
+    rows, samples = [], {}
+    keep = min(spec.keep_timecourses, n)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n * len(trial.arms), unit="patient", desc=spec.name, file=sys.stderr,
+                   mininterval=0.5, dynamic_ncols=True)
+        # finer chunks for a smooth bar; results do not depend on the chunk size (tested)
+        chunk = min(chunk, max(64, -(-n // 10)))
+    e_os = os_exponentials(seed, n)  # the same draws in every arm (paired design)
+    sched = scan_schedule(trial.scan_model, trial.follow_up_days, seed, np.arange(n))  # same scan days in every arm
+    n_resim = 0
+    for arm, regs in trial.arms.items():
+        kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
+        parts = []
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            res, ep, k_re = simulate_arm_chunk(st, P[s:e], regs, np.arange(s, e), sched[s:e], e_os[s:e])
+            n_resim += k_re
+            if s < keep:
+                m = min(keep, e) - s
+                for o in OUTPUTS:
+                    kept[o][s:s + m] = res.output(o)[:m]
+            parts.append(ep)
+            if bar is not None:
+                bar.set_postfix_str(arm, refresh=False)
+                bar.update(e - s)
+        df = pd.concat(parts, ignore_index=True)
+        df.insert(1, "arm", arm)
+        rows.append(df)
+        samples[arm] = (times, kept)
+    if bar is not None:
+        bar.close()
+    t2 = time.perf_counter()
+    pdf = pd.concat(rows, ignore_index=True)
+    covs = cov.drop(columns=[c for c in ("patient",) if c in cov.columns])
+    covs.insert(0, "patient", np.arange(n))
+    pdf = pdf.merge(covs, on="patient", how="left")
+    pdf["arm"] = pd.Categorical(pdf["arm"], categories=list(trial.arms))
+    pdf = pdf.sort_values(["arm", "patient"], kind="stable").reset_index(drop=True)
+    pdf["status"] = status_labels(pdf["status"])
+    summary, deltas = summarise_paired(pdf, trial, seed)
+    summary["population"] = {"n_per_arm": n, "selection_acceptance_rate": acceptance}
+    summary["patient_arms_resimulated_after_progression"] = n_resim
+    pdf = pdf.rename(columns={"bor": "best_response", "max_neutropenia_grade": "neutropenia_grade_max",
+                              "nlr_d28": "nlr_day28"})
+    return TrialResult(trial, pdf, summary, samples,
+                       {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1,
+                        "statistics": time.perf_counter() - t2},
+                       paired_deltas=deltas)
