@@ -42,9 +42,14 @@ def _median(x):
 def _trial(args) -> int:
     from .studies.trial import Trial, run_trial, write_trial
 
+    design = getattr(args, "design", "paired")
+    if design == "paired" and (args.replicates is not None or args.per_arm is not None or args.ns is not None):
+        raise ChemohostError("--replicates, --per-arm and --ns belong to --design randomized")
     trial = Trial.load(args.scenario)
     if args.patients is not None and args.patients < 1:
         raise ChemohostError("--patients must be >= 1")
+    if design == "randomized":
+        return _trial_randomized(args, trial)
     res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True)
     dead = [a for a, s in res.summary["arms"].items() if s["n_failed"] == s["n_run"]]
     if dead:
@@ -157,6 +162,43 @@ def _diagram(args) -> int:
     return 0
 
 
+def _trial_randomized(args, trial) -> int:
+    from .studies.randomized import run_randomized, write_randomized
+
+    if args.patients is not None:
+        raise ChemohostError("--patients is the paired design's size; with --design randomized give --per-arm")
+    if args.replicates is None or args.per_arm is None:
+        raise ChemohostError("--design randomized needs --replicates R and --per-arm N (e.g. --replicates 200 "
+                             "--per-arm 150)")
+    ns = None
+    if args.ns is not None:
+        try:
+            ns = [int(x) for x in args.ns.split(",") if x.strip()]
+        except ValueError:
+            raise ChemohostError(f"--ns must be comma-separated whole numbers (e.g. 50,100,150), got '{args.ns}'") from None
+    res = run_randomized(trial, args.replicates, args.per_arm, seed=args.seed, ns=ns, progress=True)
+    dead = [a for a, s in res.summary["arms"].items() if s["n_analysed"] == 0]
+    if dead:
+        raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
+                             f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
+    files = write_randomized(res, args.out)
+    rnd = res.summary["randomized"]
+    print(f"trial '{trial.spec.name}' (randomized): {rnd['replicates']} replicates x {rnd['per_arm']} per arm, "
+          f"{len(res.patients)} patient simulations in {res.timings['simulate_and_endpoints']:.1f} s")
+    for arm, a in rnd["arms"].items():
+        hq = a.get("hr_quantiles") or {}
+        n80 = a.get("n_for_target")
+        print(f"  {arm} vs {res.summary['control']} (OS): power {100 * a['power']:.1f}% "
+              f"(95% CI {100 * a['power_ci'][0]:.1f}-{100 * a['power_ci'][1]:.1f}), two-sided rejection "
+              f"{100 * a['rejection_rate_two_sided']:.1f}%, median HR {hq.get('p50', float('nan')):.3f} "
+              f"(2.5-97.5%: {hq.get('p2.5', float('nan')):.3f}-{hq.get('p97.5', float('nan')):.3f}), N per arm for "
+              f"{100 * rnd['target_power']:.0f}% power: {'not reached up to ' + str(rnd['ns'][-1]) if n80 is None else f'{n80:.0f}'}"
+              f", Schoenfeld: {a['schoenfeld_n'] if a['schoenfeld_n'] is not None else 'n/a'}")
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chemohost", description="Host response to chemotherapy: simulator")
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--out", required=True, help="output folder")
         r.add_argument("--patients", type=int, help=n_help)
         r.add_argument("--seed", type=int, help="override the random seed")
+        if name == "trial":
+            r.add_argument("--design", choices=["paired", "randomized"], default="paired",
+                           help="paired: every arm on the same patients (counterfactual effects, default); "
+                                "randomized: replicate randomised trials with different patients per arm (power)")
+            r.add_argument("--replicates", type=int, help="randomized design: number of replicate trials")
+            r.add_argument("--per-arm", type=int, dest="per_arm", help="randomized design: patients per arm")
+            r.add_argument("--ns", help="randomized design: per-arm sizes of the power curve, e.g. 50,100,150 "
+                                        "(nested subsets of the replicates; default: a grid up to --per-arm)")
         r.set_defaults(func=func)
     e = sub.add_parser("export", help="export a model")
     esub = e.add_subparsers(dest="format", required=True)
