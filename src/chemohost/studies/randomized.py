@@ -208,6 +208,8 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
         s_["n_run"] = int((pdf["arm"] == arm).sum())
         s_["n_failed"] = s_["n_run"] - int(len(g))
         s_["n_analysed"] = int(len(g))
+        s_["os_events"] = int(g["os_event"].sum())
+        s_["pfs_events"] = int(g["pfs_event"].sum())
         for ep, hk, pk in (("os", "hr_os_vs_control", "logrank_p"), ("pfs", "hr_pfs_vs_control", "logrank_p_pfs")):
             c = comp[ep].get(arm)
             s_[hk] = [c["hr"], c["hr_ci_low"], c["hr_ci_high"]] if c else [1.0, float("nan"), float("nan")]
