@@ -9,7 +9,16 @@ step ends at every output time and the iteration matrix is factorised by dense L
 pivoting, as chemohost 0.1 did -- timed against the default (fast) settings on the same patients,
 with the differences in the patient endpoints.
 
+Second peer: the same subsample with ``stop_treatment_at_progression: false`` (one engine pass; the
+default re-simulates patients who progressed while doses were due, so that no dose follows the
+progression scan), to show what the second pass costs.
+
+Randomised-replicate mode (``--replicates R --per-arm N``): R replicate trials x 3 arms x N
+different patients (``chemohost trial --design randomized``), seconds and peak memory, against the
+paired design on the same number of patient simulations in the same process.
+
     python benchmarks/trial.py [--patients 10000] [--chunk 2000] [--reference-patients 200]
+    python benchmarks/trial.py --replicates 200 --per-arm 150
 """
 
 from __future__ import annotations
@@ -22,8 +31,9 @@ import time
 
 import numpy as np
 
-import chemohost.studies.trial as trial_mod
+import chemohost.studies.trial_runner as trial_mod
 from chemohost.engine.simulate import SolverOptions
+from chemohost.studies.randomized import run_randomized
 from chemohost.studies.trial import Trial, run_trial
 
 CONTINUOUS = ["os_months", "pfs_months", "tsr_w8", "nlr_day28", "best_tumour_change_pct"]
@@ -66,9 +76,13 @@ def main():
     ap.add_argument("--chunk", type=int, default=2000)
     ap.add_argument("--reference-patients", type=int, default=200,
                     help="patients per arm for the in-process comparison with the reference solver settings (0: skip)")
+    ap.add_argument("--replicates", type=int, default=0, help="randomised-replicate mode: number of replicates")
+    ap.add_argument("--per-arm", type=int, default=150, help="randomised-replicate mode: patients per arm")
     args = ap.parse_args()
     trial = Trial.load("scenarios/trial_pancreatic_il1_blockade.yaml")
     run_trial(trial, patients=4, chunk_size=4)  # compile / load the cached model once
+    if args.replicates:
+        return randomized_mode(trial, args)
     res, dt = timed_run(trial, args.patients, args.chunk)
     total = args.patients * len(trial.arms)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -90,6 +104,32 @@ def main():
               f"{t_fast:.1f} s = {tot / t_fast:.0f} patients/s; speed-up x{t_ref / t_fast:.1f}")
         for line in compare(fast, ref):
             print(f"  default vs reference: {line}")
+        one = Trial.from_dict({**trial.spec.model_dump(mode="json"), "stop_treatment_at_progression": False},
+                              trial.source)
+        nostop, t_nostop = timed_run(one, n_ref, args.chunk)
+        print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): one pass, treatment not stopped at "
+              f"progression {t_nostop:.1f} s = {tot / t_nostop:.0f} patients/s; default (second pass for "
+              f"{fast.summary['patient_arms_resimulated_after_progression']} patient-arms) x{t_fast / t_nostop:.2f} the time")
+
+
+def randomized_mode(trial, args):
+    R, N, A = args.replicates, args.per_arm, len(trial.arms)
+    t0 = time.perf_counter()
+    res = run_randomized(trial, R, N, chunk_size=args.chunk)
+    dt = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = R * A * N
+    print(f"randomized: {R} replicates x {A} arms x {N} patients = {total} simulated patients")
+    print(f"end to end: {dt:.1f} s = {total / dt:.0f} patients/s (simulate+endpoints "
+          f"{res.timings['simulate_and_endpoints']:.1f} s, statistics {res.timings['statistics']:.1f} s); "
+          f"peak RSS {rss:.0f} MB")
+    for arm, a in res.summary["randomized"]["arms"].items():
+        print(f"  {arm}: OS power {100 * a['power']:.1f}% ({100 * a['power_ci'][0]:.1f}-{100 * a['power_ci'][1]:.1f}), "
+              f"median HR {a['hr_quantiles'].get('p50', float('nan')):.3f}, Schoenfeld N {a['schoenfeld_n']}")
+    n_peer = R * N
+    peer, t_peer = timed_run(trial, n_peer, args.chunk)
+    print(f"peer (same process): paired design on the same {n_peer * A} patient simulations ({n_peer} per arm) "
+          f"{t_peer:.1f} s = {n_peer * A / t_peer:.0f} patients/s; randomized x{dt / t_peer:.2f} the time")
 
 
 if __name__ == "__main__":
