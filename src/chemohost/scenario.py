@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from .errors import ChemohostError, ScenarioError
+from .errors import ChemohostError, ScenarioError, UnitError
 from .protocol.dosing import ROUTES, Regimen, parse_dose
 from .protocol.rules import RULES
 from .units import to_internal
@@ -54,6 +54,12 @@ class RegimenSpec(_Strict):
     cycles: int = 1
     start: Quantity = "0 day"
     dose_modification: str | None = None
+    times_of_day: list[Quantity] | None = Field(
+        None, description="dose times within each treatment day, 0 h to 24 h, e.g. [0 h, 8 h, 16 h]")
+    every: Quantity | None = Field(None, description="interval between the 'doses' of a treatment day, e.g. 8 h")
+    doses: StrictInt | None = Field(None, description="number of doses per treatment day, 'every' apart")
+    ii: Quantity | None = Field(None, description="NONMEM interdose interval of the 'addl' doses, e.g. 8 h")
+    addl: StrictInt | None = Field(None, description="NONMEM additional doses after each treatment day's dose")
 
 
 class PatientsSpec(_Strict):
@@ -91,6 +97,9 @@ class ScenarioSpec(_Strict):
                                      description="knockouts / tumour-free host, e.g. [gsdmd_ko, tumour_free]")
     regimens: list[RegimenSpec] | None = None
     arms: dict[str, list[RegimenSpec]] | None = None
+    event_table: str | None = Field(
+        None, description="CSV of per-patient doses (patient,time,drug,amount,route[,duration|rate]), "
+                          "relative to the scenario file; replaces 'regimens' (one arm named after the scenario)")
     solver: SolverSpec = Field(default_factory=SolverSpec)
 
 
@@ -204,6 +213,10 @@ def parse_spec(data: dict, file: str = "<scenario>") -> ScenarioSpec:
         raise _format_validation(exc, file) from None
     if spec.regimens is not None and spec.arms is not None:
         raise ScenarioError("give either 'regimens' (one arm) or 'arms' (several), not both", file=file, field="arms")
+    if spec.event_table is not None and (spec.regimens is not None or spec.arms is not None):
+        other = "regimens" if spec.regimens is not None else "arms"
+        raise ScenarioError(f"give either 'event_table' (per-patient doses from a CSV file) or '{other}', not both",
+                            file=file, field="event_table")
     return spec
 
 
@@ -229,16 +242,36 @@ def build_regimens(specs: list[RegimenSpec], drugs: dict, file: str, prefix: str
             cycle = to_internal(r.cycle_length, "day", "day")
             field = f"{where}.start"
             start = to_internal(r.start, "day", "day")
+            tod = None
+            if r.times_of_day is not None:
+                tod = []
+                for k, q in enumerate(r.times_of_day):
+                    field = f"{where}.times_of_day[{k}]"
+                    tod.append(_time_field(q))
+                tod = tuple(tod)
+            field = f"{where}.every"
+            every = _time_field(r.every) if r.every is not None else None
+            field = f"{where}.ii"
+            ii = _time_field(r.ii) if r.ii is not None else None
             _check_schedule(r, value, infusion, cycle, start, file, where)
             field = where
             out.append(Regimen(drug=r.drug, dose=value, basis=basis, route=r.route, infusion=infusion,
                                days=tuple(r.days), cycle_length=cycle, cycles=r.cycles, start=start,
-                               rule=r.dose_modification, label=r.drug))
+                               rule=r.dose_modification, label=r.drug, times_of_day=tod, every=every,
+                               doses=r.doses, ii=ii, addl=r.addl))
         except ScenarioError:
             raise
         except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=file, field=field) from None
+            sub = getattr(exc, "field", None) if field == where else None
+            raise ScenarioError(str(exc), file=file, field=f"{where}.{sub}" if sub else field) from None
     return out
+
+
+def _time_field(q) -> float:
+    """A sub-daily time ('8 h', '30 min', '0.5 day') in days; a unit is required (no bare numbers)."""
+    if isinstance(q, bool) or not isinstance(q, str):
+        raise UnitError(f"value {q!r} has no unit; write a time with its unit, e.g. '8 h'")
+    return to_internal(q, "day")
 
 
 def _check_schedule(r: RegimenSpec, dose: float, infusion: float | None, cycle: float, start: float,
