@@ -28,6 +28,8 @@ from .errors import ChemohostError, ParameterError, ScenarioError
 from .model.core import Model
 from .model.params import default_tables, lognormal_sd, parameter_set
 from .model.registry import get_model
+from .protocol.dosing import ROUTES
+from .protocol.event_table import PatientDoses, read_event_table
 from .scenario import ScenarioSpec, build_regimens, parse_spec, perturbations_field, quantity_field, read_spec
 from .units import to_internal
 
@@ -98,6 +100,7 @@ class RunResult:
             "scenario": sc.spec.model_dump(mode="json"),
             "scenario_file": sc.source,
             "scenario_sha256": sc.sha256,
+            "event_table_sha256": sc.event_table_sha256,
             "model": sc.model.name,
             "model_code_hash": sc.compiled().source_hash,
             "parameter_table_sha256": hashlib.sha256(b"".join(t.read_bytes() for t in tables)).hexdigest(),
@@ -137,15 +140,20 @@ class Scenario:
         for k, v in perturbations_field(spec.perturbations, self.model.parameters, source).items():
             self.typical[self.names.index(k)] = v
             self.cvs[self.names.index(k)] = 0.0
-        if spec.arms is None and spec.regimens is None:
-            raise ScenarioError("missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm) "
-                                "or 'arms' (several)", file=source, field="regimens")
-        arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens}
-        if not arms:
-            raise ScenarioError("no arms: give 'regimens' or 'arms'", file=source, field="arms")
-        self.arms = {name: build_regimens(regs, self.model.drugs, source,
-                                          "regimens" if spec.arms is None else f"arms.{name}")
-                     for name, regs in arms.items()}
+        self.event_table_sha256 = None
+        if spec.event_table is not None:
+            self.arms = {spec.name: self._event_table(spec, source)}
+        else:
+            if spec.arms is None and spec.regimens is None:
+                raise ScenarioError("missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm), "
+                                    "'arms' (several) or 'event_table' (per-patient doses)", file=source,
+                                    field="regimens")
+            arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens}
+            if not arms:
+                raise ScenarioError("no arms: give 'regimens' or 'arms'", file=source, field="arms")
+            self.arms = {name: build_regimens(regs, self.model.drugs, source,
+                                              "regimens" if spec.arms is None else f"arms.{name}")
+                         for name, regs in arms.items()}
         self.horizon = quantity_field(spec.horizon, "day", source, "horizon")
         self.interval = quantity_field(spec.output_interval, "day", source, "output_interval")
         if not (np.isfinite(self.horizon) and self.horizon > 0):
@@ -167,6 +175,37 @@ class Scenario:
             self.solver_options()
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=source, field="solver") from None
+
+    def _event_table(self, spec: ScenarioSpec, source: str) -> PatientDoses:
+        """The scenario's per-patient doses: ids must be exactly 0..patients.n-1, every (drug, route)
+        must exist in the model.  Doses are given as recorded (no dose-modification rule)."""
+        base = Path(source).parent if Path(source).is_file() else Path.cwd()
+        path = Path(spec.event_table)
+        path = path if path.is_absolute() else base / path
+        try:
+            doses = read_event_table(path, sorted(self.model.drugs))
+        except ChemohostError as exc:
+            raise ScenarioError(str(exc), file=source, field="event_table") from None
+        self.event_table_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        n = spec.patients.n
+        ids = doses.patients
+        if len(ids) != n or not np.array_equal(ids, np.arange(n)):
+            extra = [int(i) for i in ids if i >= n][:5]
+            absent = sorted(set(range(n)) - {int(i) for i in ids})[:5]
+            detail = (f"ids >= {n}: {extra}" if extra else "") + ("; " if extra and absent else "") + \
+                     (f"no rows for patient(s) {absent}" if absent else "")
+            raise ScenarioError(f"{path}: the event table must give doses for patients 0..{n - 1} (patients.n = {n}), "
+                                f"each at least once; got {len(ids)} patient id(s) ({detail}); set patients.n to "
+                                "the number of patients in the file or add their rows", file=source,
+                                field="event_table")
+        valid = np.arange(doses.max_doses)[None, :] < doses.n_doses[:, None]
+        for di, ri in sorted({(int(a), int(b)) for a, b in zip(doses.drug_index[valid], doses.route[valid])}):
+            drug = self.model.drugs[doses.drugs[di]]
+            if ROUTES[ri] not in drug.routes:
+                raise ScenarioError(f"{path}: drug '{drug.name}' has no route '{ROUTES[ri]}' in model "
+                                    f"'{self.model.name}'; allowed: {', '.join(sorted(drug.routes))}",
+                                    file=source, field="event_table")
+        return doses
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

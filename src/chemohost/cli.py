@@ -80,6 +80,7 @@ def _export(args) -> int:
     from .engine.sbml import to_sbml
     from .model.registry import get_model
     from .protocol.dosing import dose_table
+    from .protocol.event_table import PatientDoses
 
     doses = None
     if args.scenario:
@@ -91,7 +92,15 @@ def _export(args) -> int:
         arm = args.arm or next(iter(sc.arms))
         if arm not in sc.arms:
             raise ChemohostError(f"--arm '{arm}' is not an arm of {args.scenario}; arms: {', '.join(sc.arms)}")
-        doses = dose_table(sc.arms[arm])
+        doses = sc.arms[arm]
+        if isinstance(doses, PatientDoses):
+            if doses.n_patients != 1:
+                raise ChemohostError(f"{args.scenario}: arm '{arm}' has per-patient doses for {doses.n_patients} "
+                                     "patients (event_table); SBML export takes one dosing history: give a "
+                                     "scenario whose event table has one patient")
+            doses = dose_table(doses.single_dose_regimens(0))
+        else:
+            doses = dose_table(doses)
     else:
         if not args.model:
             raise ChemohostError("give --model NAME (or --scenario FILE)")

@@ -16,7 +16,8 @@ import pandas as pd
 
 from ..errors import ModelError, ProtocolError, SolverError
 from ..model.core import Model
-from ..protocol.dosing import DoseTable, Regimen, dose_table
+from ..protocol.dosing import ROUTES, DoseTable, Regimen, dose_table
+from ..protocol.event_table import PatientDoses
 from ..protocol.rules import get_rule
 from .codegen import CompiledModel, compile_model
 
@@ -60,10 +61,17 @@ class SimulationResult:
     values: np.ndarray  # (N, T, K)
     status: np.ndarray  # (N,) int
     dose_factors: np.ndarray  # (N, D) applied factor per scheduled dose (after rules)
-    doses: DoseTable
+    doses: DoseTable | None  # the shared schedule; None when each patient has its own (patient_doses)
     steps: np.ndarray  # (N, 2) accepted+rejected steps, rejected steps
     dose_times: np.ndarray | None = None  # (N, D) days when each dose fell due (after delays; nan: never)
     dose_status: np.ndarray | None = None  # (N, D) DOSE_STATUS codes
+    patient_doses: PatientDoses | None = None  # per-patient doses (event table), D = most doses of a patient
+
+    def nominal_dose_times(self) -> np.ndarray:
+        """(N, D) planned time (days) of each dose slot; NaN for padding slots of per-patient doses."""
+        if self.patient_doses is not None:
+            return self.patient_doses.time
+        return np.broadcast_to(self.doses.time, self.dose_factors.shape)
 
     def doses_given(self) -> np.ndarray:
         """(N, D) bool: the dose was administered (possibly reduced)."""
@@ -176,8 +184,9 @@ def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: di
     return tile(ev_time), tile(kinds), tile(targets), amount, tile(dose_idx), tile(bio), np.full(n, E, dtype=np.int64)
 
 
-def _rules(cm: CompiledModel, table: DoseTable):
-    names = sorted({r for r in table.rule if r})
+def _rules(cm: CompiledModel, dose_rules: list[str | None]):
+    """Rule arrays; ``dose_rules``: the rule name (or None) of each dose (or each regimen)."""
+    names = sorted({r for r in dose_rules if r})
     R = max(len(names), 1)
     B = max([len(get_rule(nm).thresholds) for nm in names] + [1])
     out_idx = np.zeros(R, dtype=np.int64)
@@ -197,7 +206,7 @@ def _rules(cm: CompiledModel, table: DoseTable):
         fa[i, :k] = rule.factors
         fa[i, k] = rule.below_factor
         nb_[i] = k
-    dose_rule = np.array([names.index(r) if r else -1 for r in table.rule], dtype=np.int64)
+    dose_rule = np.array([names.index(r) if r else -1 for r in dose_rules], dtype=np.int64)
     delay_th = np.full(R, -np.inf)
     delay_days = np.zeros(R)
     max_delays = np.zeros(R, dtype=np.int64)
@@ -219,11 +228,82 @@ def _cycle_starts(table: DoseTable) -> np.ndarray:
     return out
 
 
-def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Regimen] | DoseTable,
+def _patient_events(cm: CompiledModel, doses: PatientDoses, amounts: np.ndarray, params: dict[str, int]):
+    """Event arrays (N, E) for per-patient doses, in the order :func:`_events` builds (time, then
+    stop < bolus < start, then dose index); ``amounts``: (N, D) mg (NaN in padding slots)."""
+    model = cm.model
+    N, D = doses.time.shape
+    valid = np.arange(D)[None, :] < doses.n_doses[:, None]
+    n_routes = len(ROUTES)
+    tgt_of = np.zeros((len(doses.drugs), n_routes), dtype=np.int64)
+    bio_of = np.full((len(doses.drugs), n_routes), -1, dtype=np.int64)
+    scale_of = np.ones((len(doses.drugs), n_routes))
+    for di, ri in sorted({(int(a), int(b)) for a, b in zip(doses.drug_index[valid], doses.route[valid])}):
+        name, rname = doses.drugs[di], ROUTES[ri]
+        drug = model.drugs.get(name)
+        if drug is None:
+            raise ProtocolError(f"model '{model.name}' has no drug '{name}'; available: {sorted(model.drugs)}")
+        route = drug.routes.get(rname)
+        if route is None:
+            raise ProtocolError(f"drug '{name}' has no route '{rname}' in model '{model.name}'; "
+                                f"available: {sorted(drug.routes)}")
+        tgt_of[di, ri] = cm.target_index(route.target)
+        bio_of[di, ri] = params[route.bioavailability] if route.bioavailability else -1
+        scale_of[di, ri] = route.scale
+    di = np.where(valid, doses.drug_index, 0)
+    ri = np.where(valid, doses.route, 0)
+    tgt, bio, scale = tgt_of[di, ri], bio_of[di, ri], scale_of[di, ri]
+    dur = np.where(valid, doses.duration, 0.0)
+    inf = valid & (dur > 0)
+    didx = np.broadcast_to(np.arange(D), (N, D))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amt1 = np.where(valid, amounts * scale / np.where(inf, dur, 1.0), 0.0)
+    time = np.c_[np.where(valid, doses.time, np.inf), np.where(inf, doses.time + dur, np.inf)]
+    order = np.c_[np.where(inf, 2, 1), np.zeros((N, D), dtype=np.int64)]
+    kind = np.c_[np.where(inf, KIND_START, KIND_BOLUS), np.full((N, D), KIND_STOP)]
+    dose = np.c_[didx, didx]
+    idx = np.lexsort((dose, order, time), axis=-1)
+    n_ev = (valid.sum(axis=1) + inf.sum(axis=1)).astype(np.int64)
+    E = max(int(n_ev.max()), 1) if N else 1
+    idx = idx[:, :E]
+    take = lambda a: np.ascontiguousarray(np.take_along_axis(a, idx, axis=1))  # noqa: E731
+    ev_time = take(time)
+    ev_kind = take(kind).astype(np.int64)
+    ev_target = take(np.c_[tgt, tgt]).astype(np.int64)
+    ev_dose = take(dose).astype(np.int64)
+    ev_bio = take(np.c_[bio, bio]).astype(np.int64)
+    ev_amount = take(np.c_[amt1, didx.astype(float)])
+    return ev_time, ev_kind, ev_target, ev_amount, ev_dose, ev_bio, n_ev
+
+
+def _patient_groups(doses: PatientDoses):
+    """(N, D) dose group (its regimen; event-table doses share one group with no rule) and (N, D)
+    cycle-start flags (first dose of each (regimen, cycle) of a patient)."""
+    N, D = doses.time.shape
+    R = len(doses.regimens)
+    reg = doses.regimen
+    group = np.where(reg >= 0, reg, R).astype(np.int64)
+    cstart = np.zeros((N, D), dtype=np.bool_)
+    if R:
+        last = np.full((N, R + 1), -1, dtype=np.int64)
+        rows = np.arange(N)
+        for d in range(D):
+            g, c = group[:, d], doses.cycle[:, d]
+            new = (reg[:, d] >= 0) & (last[rows, g] != c)
+            cstart[:, d] = new
+            last[rows, g] = np.where(reg[:, d] >= 0, c, last[rows, g])
+    return np.ascontiguousarray(group), cstart
+
+
+def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Regimen] | DoseTable | PatientDoses,
              times, outputs: list[str] | None = None, *, bsa: np.ndarray | None = None,
              weight: np.ndarray | None = None, options: SolverOptions | None = None,
              stop_days: np.ndarray | None = None) -> SimulationResult:
-    """Simulate ``params.shape[0]`` patients under the same regimens.
+    """Simulate ``params.shape[0]`` patients under the same regimens, or each under its own doses.
+
+    ``regimens``: a list of :class:`Regimen` or a :class:`DoseTable` (one schedule for all), or a
+    :class:`PatientDoses` with one row per patient (e.g. an event table replaying observed dosing;
+    its doses read from a file have no dose-modification rule: they are given as recorded).
 
     ``params``: (N, P) matrix in the compiled model's parameter order (see
     :func:`chemohost.model.params.parameter_set` and :mod:`chemohost.api`).  ``bsa``/``weight``
@@ -249,22 +329,45 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         raise ModelError(f"unknown output(s) {unknown} for model '{cm.model.name}'; available: {cm.output_names}")
     out_sel = np.array([cm.output_names.index(o) for o in outputs], dtype=np.int64)
     pidx = {p: i for i, p in enumerate(cm.param_names)}
-    table = regimens if isinstance(regimens, DoseTable) else dose_table(list(regimens))
     if bsa is None:
         bsa = P[:, pidx["BSA"]] if "BSA" in pidx else np.ones(n)
     if weight is None:
         weight = P[:, pidx["WT"]] if "WT" in pidx else np.ones(n)
-    amounts = np.zeros((n, table.n))
-    for d in range(table.n):
-        amounts[:, d] = table.regimens[table.regimen[d]].amounts(bsa, weight)
-    ev = _events(cm, table, amounts, pidx)
-    dose_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays = _rules(cm, table)
-    dose_rule = np.ascontiguousarray(np.broadcast_to(dose_rule, (n, table.n)))
-    D1 = max(table.n, 1)
-    dose_group = np.zeros((n, D1), dtype=np.int64)
-    dose_group[:, :table.n] = table.regimen
-    dose_cstart = np.zeros((n, D1), dtype=np.bool_)
-    dose_cstart[:, :table.n] = _cycle_starts(table)
+    if isinstance(regimens, PatientDoses):
+        pdoses, table = regimens, None
+        if pdoses.n_patients != n:
+            raise ProtocolError(f"per-patient doses are given for {pdoses.n_patients} patient(s) but the parameter "
+                                f"matrix has {n}; give one dose row-set per patient")
+        D = pdoses.max_doses
+        amounts = pdoses.amounts_mg(bsa, weight)
+        ev = _patient_events(cm, pdoses, amounts, pidx)
+        reg_rules = [r.rule for r in pdoses.regimens]
+        reg_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays = _rules(cm, reg_rules)
+        reg_rule = np.r_[reg_rule, -1].astype(np.int64)  # the last entry: event-table doses (no rule)
+        dose_rule = np.ascontiguousarray(np.where(pdoses.regimen >= 0, reg_rule[pdoses.regimen], -1))
+        D1 = max(D, 1)
+        group, cstart = _patient_groups(pdoses)
+        dose_group = np.zeros((n, D1), dtype=np.int64)
+        dose_group[:, :D] = group
+        dose_cstart = np.zeros((n, D1), dtype=np.bool_)
+        dose_cstart[:, :D] = cstart
+        if D == 0:
+            dose_rule = np.full((n, 1), -1, dtype=np.int64)
+    else:
+        pdoses = None
+        table = regimens if isinstance(regimens, DoseTable) else dose_table(list(regimens))
+        D = table.n
+        amounts = np.zeros((n, D))
+        for d in range(D):
+            amounts[:, d] = table.regimens[table.regimen[d]].amounts(bsa, weight)
+        ev = _events(cm, table, amounts, pidx)
+        dose_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays = _rules(cm, table.rule)
+        dose_rule = np.ascontiguousarray(np.broadcast_to(dose_rule, (n, D)))
+        D1 = max(D, 1)
+        dose_group = np.zeros((n, D1), dtype=np.int64)
+        dose_group[:, :D] = table.regimen
+        dose_cstart = np.zeros((n, D1), dtype=np.bool_)
+        dose_cstart[:, :D] = _cycle_starts(table)
     if stop_days is None:
         stop = np.full(n, np.inf)
     else:
@@ -282,7 +385,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     mode_needed = np.ascontiguousarray((np.abs(V[:, needed, :]) > 1e-12 * colmax).any(axis=1)) if needed.size \
         else np.zeros(lam.shape, dtype=np.bool_)
     res = np.full((n, times.size, len(outputs)), np.nan)
-    factors = np.ones((n, max(table.n, 1)))
+    factors = np.ones((n, D1))
     status = np.zeros(n, dtype=np.int64)
     stats = np.zeros((n, 2), dtype=np.int64)
     threads_before = numba.get_num_threads()
@@ -300,5 +403,9 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     status[~np.isfinite(P).all(axis=1)] = 3  # non-finite parameters: reported as non_finite
     failed = status != 0
     res[failed] = np.nan
-    return SimulationResult(times, outputs, res, status, factors[:, : table.n], table, stats,
-                            dose_time[:, : table.n], dose_status[:, : table.n])
+    factors, dose_time, dose_status = factors[:, :D], dose_time[:, :D], dose_status[:, :D]
+    if pdoses is not None:
+        pad = np.arange(D)[None, :] >= pdoses.n_doses[:, None]
+        factors[pad] = np.nan
+    return SimulationResult(times, outputs, res, status, factors, table, stats, dose_time, dose_status,
+                            patient_doses=pdoses)

@@ -303,7 +303,7 @@ def patient_endpoints(result, *, assess_every_days: float = 56.0, assessment_day
         on = np.isin(ds, (1, 2, 4))
         mask = on if scheduled_mask is None else on & np.broadcast_to(np.asarray(scheduled_mask, bool), on.shape)
         out["dose_intensity"] = np.where(ok, dose_intensity(df, mask), np.nan)
-        nominal = np.broadcast_to(result.doses.time, ds.shape)
+        nominal = result.nominal_dose_times()
         with np.errstate(invalid="ignore"):
             delay = np.where(ds == 1, result.dose_times - nominal, 0.0)
         out["doses_given"] = (ds == 1).sum(axis=1)
