@@ -19,8 +19,10 @@ from ..model.registry import get_model
 from ..scenario import (Quantity, RegimenSpec, SolverSpec, _format_validation, _Strict, build_regimens,
                         load_yaml_mapping, perturbations_field, quantity_field)
 
-#: model outputs the trial endpoints read (checked against the model at load time)
-OUTPUTS = ["tumour_total", "met_burden", "ANC", "NLR", "gmp_frequency"]
+from .endpoint_registry import check_model, needed_outputs
+
+#: model outputs the trial endpoints read (from the endpoint registry; checked at load time)
+OUTPUTS = needed_outputs()
 
 DAYS_PER_MONTH = 30.4375
 
@@ -94,10 +96,7 @@ class Trial:
             self.model = get_model(s.model)
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=f, field="model") from None
-        missing = [o for o in OUTPUTS if o not in self.model.outputs and o not in self.model.species]
-        if missing:
-            raise ScenarioError(f"model '{s.model}' lacks the outputs a trial's endpoints need ({', '.join(missing)}); "
-                                "use model host_response", file=f, field="model")
+        check_model(self.model, f, "model")
         self.arms = {name: build_regimens(regs, self.model.drugs, f, f"arms.{name}") for name, regs in s.arms.items()}
         self.follow_up_days = quantity_field(s.follow_up, "day", f, "follow_up")
         self.assess_days = quantity_field(s.assessment_interval, "day", f, "assessment_interval")
