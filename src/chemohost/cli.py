@@ -202,7 +202,7 @@ def _trial_randomized(args, trial) -> int:
               f"{100 * a['rejection_rate_two_sided']:.1f}%, median HR {hq.get('p50', float('nan')):.3f} "
               f"(2.5-97.5%: {hq.get('p2.5', float('nan')):.3f}-{hq.get('p97.5', float('nan')):.3f}), N per arm for "
               f"{100 * rnd['target_power']:.0f}% power: {'not reached up to ' + str(rnd['ns'][-1]) if n80 is None else f'{n80:.0f}'}"
-              f", Schoenfeld: {a['schoenfeld_n'] if a['schoenfeld_n'] is not None else 'n/a'}")
+              f", Schoenfeld: {a['schoenfeld_n'] if a['schoenfeld_n'] is not None else 'n/a (pooled HR >= 1)'}")
     for name, path in files.items():
         print(f"  wrote {path}")
     return 0

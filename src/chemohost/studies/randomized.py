@@ -170,8 +170,9 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
             p_event = float(np.nanmean(np.r_[np.where(np.isfinite(Tc), Ec, np.nan).ravel(),
                                              np.where(np.isfinite(Tt), Et, np.nan).ravel()]))
             hr_pooled = float(np.exp(log_hr))
+            # power is for the favourable direction (HR < 1): no Schoenfeld N for a pooled HR >= 1
             schoen = (schoenfeld_n_per_arm(hr_pooled, p_event, alpha=alpha, power=target_power)
-                      if np.isfinite(hr_pooled) and hr_pooled != 1.0 and p_event > 0 else None)
+                      if np.isfinite(hr_pooled) and hr_pooled < 1.0 and p_event > 0 else None)
             hr_ok = cx["hr"][conv]
             both = np.isfinite(mt) & np.isfinite(mc)
             md = mt[both] - mc[both]
