@@ -1,6 +1,8 @@
 """Reproduce the 'calibrated:' values of the foundation model (chemo_core, human).
 
 Targets (see docs/calibration.md):
+  k_tp_vmax       -> PBMC dFdCTP AUC0-24h 2640 uM*h after 1000 mg/m2 over 30 min (typical patient,
+                     BSA 1.8 m2; PMID 29451684), with k_tp_km from Grunewald 1991 (see parameters.csv)
   neut_slope_gem  -> 27% of virtual patients with grade >= 3 neutropenia (ANC < 1.0e9/L) on
                      gemcitabine 1000 mg/m2 d1,8,15 q28d x6 (MPACT gemcitabine arm, Von Hoff 2013)
   neut_slope_cis  -> 71% grade 3/4 neutropenia on gemcitabine d1,8,15 + cisplatin 70 mg/m2 d2
@@ -45,6 +47,22 @@ def with_(base, **kw):
         p[..., idx[k]] = v
     return p
 
+
+
+def dfdctp_auc24(vmax_per_h: float) -> float:
+    """PBMC dFdCTP AUC0-24h (uM*h) of the typical 1.8 m2 patient after 1000 mg/m2 over 30 min."""
+    pk = ch.get_model("gemcitabine_pk")
+    n, p, _ = parameter_vector(pk, "human", {"BSA": "1.8 m2", "k_tp_vmax": f"{vmax_per_h} umol/L/h"})
+    t = np.linspace(0.0, 1.0, 2881)
+    d = ch.simulate(pk, p[None], [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 7, 1)], t, ["dfdctp"],
+                    options=ch.SolverOptions(rtol=1e-9, atol=1e-12)).values[0, :, 0]
+    return float(np.trapezoid(d, t * 24))
+
+
+vmax = brentq(lambda v: dfdctp_auc24(v) - 2640.0, 10.0, 2000.0, xtol=1e-6)
+print(f"k_tp_vmax = {vmax:.5g} umol/L/h (AUC0-24h {dfdctp_auc24(vmax):.1f} uM*h)")
+if abs(typical[idx["k_tp_vmax"]] / 24 - vmax) > 1e-3 * vmax:
+    print("  (parameters.csv differs: put this value there and rerun)")
 
 pop = sample_patients(typical, neut_cv, N, SEED, True)
 s_gem = brentq(lambda s: g3_rate(with_(pop, neut_slope_gem=s * pop[:, idx["neut_slope_gem"]] / typical[idx["neut_slope_gem"]]), [gem]) - 0.27,

@@ -199,7 +199,7 @@ def main() -> None:
         shape = 1.2
         for _ in range(4):
             med = solve(lambda m: arm.resurvive(median_os_months=m, weibull_shape=shape)["median_os_months"],
-                        0.5, 11.0, 5.65, tol=1e-3, name="os.median_os_months")
+                        0.5, 9.0, 5.65, tol=1e-3, name="os.median_os_months")
             shape = solve(lambda k: arm.resurvive(median_os_months=med, weibull_shape=k)["os_12m"],
                           1.0, 3.0, 0.18, log=False, tol=1e-3, name="os.weibull_shape")
         arm.os.update(median_os_months=med, weibull_shape=shape)

@@ -28,7 +28,7 @@ def registry(monkeypatch):
 
 @pytest.fixture
 def dummies(registry):
-    @check("good", "Two plus two is four", "Peano 1889")
+    @check("good", "Two plus two is four", "Peano 1889", kind="validation")
     def _good():
         def draw(fig):
             ax = fig.add_subplot()
@@ -36,12 +36,12 @@ def dummies(registry):
         return CheckResult(observed=np.float64(4.0), expected="4", passed=np.bool_(True), details="exact",
                            figure=draw)
 
-    @check("bad", "The moon is made of cheese", "Folklore")
+    @check("bad", "The moon is made of cheese", "Folklore", kind="calibration")
     def _bad():
         return CheckResult(observed={"rock": np.int64(1), "values": np.array([1.5, 2.5])}, expected="cheese",
                            passed=False, details="it is rock")
 
-    @check("broken", "A check with a bug", "Nobody")
+    @check("broken", "A check with a bug", "Nobody", kind="validation")
     def _broken():
         raise ZeroDivisionError("division by zero in the check")
 
@@ -49,7 +49,7 @@ def dummies(registry):
 
 
 def test_decorator_registers_and_rejects_duplicates(registry):
-    @check("a.b-c_1", "s", "src")
+    @check("a.b-c_1", "s", "src", kind="calibration")
     def f():
         return CheckResult(1, "1", True)
 
@@ -57,16 +57,21 @@ def test_decorator_registers_and_rejects_duplicates(registry):
     assert registry["a.b-c_1"].func is f and registry["a.b-c_1"].statement == "s"
     assert f().passed  # the decorator returns the function unchanged
     with pytest.raises(ChemohostError, match="a.b-c_1.*twice"):
-        check("a.b-c_1", "other", "src")(lambda: CheckResult(1, "1", True))
+        check("a.b-c_1", "other", "src", kind="calibration")(lambda: CheckResult(1, "1", True))
     with pytest.raises(ChemohostError, match="invalid"):
-        check("bad id/with slash", "s", "src")
+        check("bad id/with slash", "s", "src", kind="calibration")
+    with pytest.raises(ChemohostError, match="kind 'fitted' is not allowed"):
+        check("k", "s", "src", kind="fitted")
+    with pytest.raises(TypeError):
+        check("k2", "s", "src")  # the kind must be stated
 
 
 def test_result_schema_and_types(dummies):
     results = run_checks()
     assert [r["id"] for r in results] == ["good", "bad", "broken"]
     for r in results:
-        assert set(r) == {"id", "statement", "source", "observed", "expected", "passed", "details", "seconds"}
+        assert set(r) == {"id", "kind", "statement", "source", "observed", "expected", "passed", "known_gap", "details",
+                          "seconds"}
         assert isinstance(r["passed"], bool) and isinstance(r["expected"], str)
         assert isinstance(r["details"], str) and isinstance(r["seconds"], float) and r["seconds"] >= 0
         json.dumps(r, allow_nan=False)  # plain JSON types only
@@ -87,11 +92,11 @@ def test_exception_in_check_is_a_failed_result(dummies):
 
 
 def test_non_result_return_and_odd_values(registry):
-    @check("returns_none", "s", "src")
+    @check("returns_none", "s", "src", kind="validation")
     def _none():
         return None
 
-    @check("odd", "s", "src")
+    @check("odd", "s", "src", kind="validation")
     def _odd():
         return CheckResult(observed=[np.nan, np.inf, (1, 2), {3}], expected=2.5, passed=1)
 
@@ -126,7 +131,7 @@ def test_writes_json_and_figures(dummies, tmp_path):
 
 
 def test_broken_figure_falls_back_to_text_panel(registry, tmp_path):
-    @check("badfig", "s", "src")
+    @check("badfig", "s", "src", kind="validation")
     def _badfig():
         def draw(fig):
             raise RuntimeError("plot bug")
@@ -182,6 +187,7 @@ def test_format_table(dummies):
     assert "PASS" in good and "4" in good and "Peano 1889" in good
     assert any(line.startswith("bad ") and "FAIL" in line and "cheese" in line for line in lines)
     assert any("ZeroDivisionError" in line for line in lines)
+    assert "calibration: 0/1 passed; validation: 1/2 passed" in lines
     assert format_table([]).splitlines()[-1] == "0 passed, 0 failed"
 
 
@@ -220,3 +226,32 @@ def test_cli_out(dummies, capsys, tmp_path):
     data = json.loads((out / "validation.json").read_text())
     assert [d["id"] for d in data] == ["good", "broken"] and [d["passed"] for d in data] == [True, False]
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["broken.png", "good.png"]
+
+
+def test_known_gap_is_reported_and_does_not_fail_validate(registry, capsys):
+    """A failed check that declares a known gap shows as GAP (passed stays false, the reason is kept);
+    validate exits 0 for gaps and 1 for any plain failure; a passing check drops its gap text."""
+    @check("gap", "Model misses this", "Someone 2020", kind="validation")
+    def _gap():
+        return CheckResult(observed=1.0, expected="2", passed=False, gap="structure cannot reach 2")
+
+    @check("fine", "Model meets this", "Someone 2021", kind="validation")
+    def _fine():
+        return CheckResult(observed=2.0, expected="2", passed=True, gap="irrelevant when passing")
+
+    results = run_checks()
+    assert [r["passed"] for r in results] == [False, True]
+    assert results[0]["known_gap"] == "structure cannot reach 2" and results[1]["known_gap"] == ""
+    text = format_table(results)
+    assert "GAP  gap: structure cannot reach 2" in text
+    assert text.splitlines()[-1] == "1 passed, 0 failed, 1 known gaps"
+    assert framework.exit_code(results) == 0
+    assert main(["validate"]) == 0
+    capsys.readouterr()
+
+    @check("plain_fail", "Model misses this too", "Someone 2022", kind="calibration")
+    def _plain():
+        return CheckResult(observed=1.0, expected="2", passed=False)
+
+    assert main(["validate"]) == 1
+    assert "FAIL plain_fail" in capsys.readouterr().out

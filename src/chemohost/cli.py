@@ -156,7 +156,7 @@ def _validate(args) -> int:
     if args.out:
         out = Path(args.out)
         print(f"wrote {out / 'validation.json'} and {len(results)} figure(s) in {out / 'figures'}")
-    return 0 if all(r["passed"] for r in results) else 1
+    return framework.exit_code(results)
 
 
 def _diagram(args) -> int:

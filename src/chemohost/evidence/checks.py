@@ -104,7 +104,8 @@ def _plot(panels):
        "Gemcitabine activates caspase-1 in cancer cells over time and yields a lytic (pyroptotic) death "
        "fraction; caspase-1 inhibition (VRT-043198 40 uM) lowers the lytic fraction (LDH release) while "
        "total kill stays within 20%",
-       "Nat Commun 2026 (doi 10.1038/s41467-026-71471-3) Fig. 1d-j; paper.md facts 1-4")
+       "Nat Commun 2026 (doi 10.1038/s41467-026-71471-3) Fig. 1d-j; paper.md facts 1-4",
+       kind="calibration")
 def _casp1_lytic():
     arm = (replace(GEM_MOUSE, cycles=1),)
     base = _run("mouse", arm, horizon=3.0)
@@ -133,7 +134,8 @@ def _casp1_lytic():
        "Tumour-bearing mice given gemcitabine + cisplatin show raised serum IL-1alpha; tumour-free mice "
        "given the same chemotherapy do not",
        "Nat Commun 2026 (press summary: IL-1alpha released by pyroptotic cancer cells travels in blood); "
-       "paper.md facts 8 and 11")
+       "paper.md facts 8 and 11",
+       kind="calibration")
 def _il1a():
     veh, chemo = _mouse("vehicle"), _mouse("chemo")
     veh_tf = _mouse("vehicle", perturbations=("tumour_free",))
@@ -156,7 +158,8 @@ def _il1a():
 @check("gmp_expansion_and_rescue",
        "Gemcitabine + cisplatin expands bone-marrow GMP in tumour-bearing mice; anti-IL-1alpha or caspase-1 "
        "inhibition returns GMP toward vehicle while myelosuppression remains",
-       "Nat Commun 2026 Fig. 4f-g (GMP frequency, n = 5/group) and press summary; paper.md facts 7 and 9")
+       "Nat Commun 2026 Fig. 4f-g (GMP frequency, n = 5/group) and press summary; paper.md facts 7 and 9",
+       kind="calibration")
 def _gmp():
     runs = {arm: _mouse(arm) for arm in MOUSE_ARMS}
     w = (8.0, 10.0)  # second week; measurement time not published
@@ -181,7 +184,8 @@ def _gmp():
 @check("mdsc_dip_then_rebound",
        "Gemcitabine depletes circulating MDSC acutely (24-48 h) before a skewed neutrophil/MDSC rebound",
        "Le 2009 Int Immunopharmacol 9:900 (4T1: MDSC suppressed 24 and 48 h after gemcitabine); "
-       "Nat Commun 2026 (neutrophil-dominant rebound); paper.md fact G1")
+       "Nat Commun 2026 (neutrophil-dominant rebound); paper.md fact G1",
+       kind="calibration")
 def _mdsc():
     one = (Regimen("gemcitabine", 120, "weight", "ip", None, (1,), 21, 1),)
     veh = _run("mouse", ())
@@ -203,7 +207,8 @@ def _mdsc():
        "sizeable share of patients, falls in others) and IL-1alpha blockade blunts the chemotherapy-driven rise",
        "NLR change after 1-2 cycles in advanced PDAC, both directions, prognostic (Chen 2017 Sci Rep 7:753; "
        "PubMed 25155401, n=403; Luo 2020 Cancer Control meta-analysis PMC8480367); IL-1alpha -> neutrophil-dominant "
-       "inflammation (Nat Commun 2026 Fig. 1 title)")
+       "inflammation (Nat Commun 2026 Fig. 1 title)",
+       kind="calibration")
 def _nlr():
     model, names, values, cvs = _params("human")
     t = np.round(np.arange(0, 56.0001, 0.5), 6)
@@ -246,7 +251,8 @@ def _nlr():
 @check("blockade_improves_tumour_control",
        "Chemotherapy + caspase-1 inhibitor or + anti-IL-1alpha controls tumours better than chemotherapy alone "
        "(mouse), with the marrow restored",
-       "Nat Commun 2026 press summary ('help the immune system work with chemotherapy'); paper.md facts 9-10")
+       "Nat Commun 2026 press summary ('help the immune system work with chemotherapy'); paper.md facts 9-10",
+       kind="calibration")
 def _tumour():
     runs = {arm: _mouse(arm) for arm in MOUSE_ARMS}
     final = {arm: float(_series(r, "tumour_total")[-1]) for arm, r in runs.items()}
@@ -265,7 +271,8 @@ def _tumour():
 @check("repopulation_rises_celecoxib",
        "Between-cycle repopulation increases over cycles; celecoxib attenuates it",
        "Kurtova 2015 Nature 517:209 (PGE2 from apoptotic cells recruits quiescent CSC; celecoxib abolishes the "
-       "wound response and attenuates progressive resistance)")
+       "wound response and attenuates progressive resistance)",
+       kind="calibration")
 def _repop():
     base = _run("human", (GEM_HUMAN,), horizon=112.0)
     cel = _run("human", (GEM_HUMAN, CELECOXIB_HUMAN), horizon=112.0)
@@ -303,7 +310,8 @@ def _repop():
        "Human neutrophil kinetics: blood half-life ~19 h, marrow transit ~5.8 days; the gemcitabine "
        "neutrophil nadir falls within the cycle as clinically reported",
        "Blood 2016;127:3431 (0.79 +/- 0.25 d; 5.80 +/- 0.42 d); nadir 10-14 d after myelosuppressive "
-       "chemotherapy, recovery 2-3 wk (parameters.md 3.3, generic); gemcitabine day-8/15 dosing on ANC")
+       "chemotherapy, recovery 2-3 wk (parameters.md 3.3, generic); gemcitabine day-8/15 dosing on ANC",
+       kind="calibration")
 def _kinetics():
     model, names, values, _ = _params("human")
     p = dict(zip(names, values))
@@ -367,7 +375,8 @@ def _within(x, lo, hi):
        "Gemcitabine monotherapy in advanced pancreatic cancer: median OS 5.65 months, 12-month OS 18%, "
        "response rate 5.4%, disease control (PR + SD) 44.4%, grade >= 3 neutropenia ~27%",
        "Burris 1997 JCO 15:2403 (n=63); MPACT gemcitabine arm, Von Hoff 2013 NEJM 369:1691 (PMC4631139 Table 3); "
-       "parameters.md 9")
+       "parameters.md 9",
+       kind="calibration")
 def _trial_pancreatic():
     res, s, obs = _control_arm("trial_pancreatic_il1_blockade.yaml")
     return CheckResult(
@@ -390,7 +399,8 @@ def _trial_pancreatic():
        "Gemcitabine + cisplatin in advanced urothelial cancer: response 49%, median PFS 7.7 months, median OS "
        "14.0 months, grade 3/4 neutropenia 71%",
        "von der Maase 2000 JCO 18:3068 (n=203); 2005 update median OS 14.0 (12.3-15.5), PFS 7.7 (6.8-8.8) months "
-       "(parameters.md 9)")
+       "(parameters.md 9)",
+       kind="calibration")
 def _trial_bladder():
     res, s, obs = _control_arm("trial_bladder_gc_il1_timing.yaml")
     return CheckResult(
@@ -407,3 +417,5 @@ def _trial_bladder():
                 "G-CSF feedback on the marrow model buffers the few hours of unbound-cisplatin exposure, and no "
                 "cisplatin marrow slope (0.01-50 /uM tried) exceeds ~0.35.",
         figure=_km_figure(res, "virtual GC arm"))
+
+from . import checks_validation  # noqa: E402,F401  (registers the validation checks after these)

@@ -5,10 +5,12 @@ forms dFdU (apparent dFdU parameters, amounts in mg gemcitabine-equivalents).  C
 CL = CL_dfdu·(1 + dfdu_cl_crcl·CRCL/70), V1_dfdu·(BSA/1.73)^dfdu_v1_bsa_exp.  Body-weight
 exponents scale the (per-animal) mouse values; they are 0 in humans (Jiang did not retain weight).
 
-The active triphosphate dFdCTP (umol/L, intracellular, PBMC reference) is formed in proportion to
-plasma gemcitabine (umol/L) and eliminated first-order (label t1/2 1.7-19.4 h).  Formation is
-linear: it ignores the saturation of dFdCTP accumulation above ~10-20 uM plasma gemcitabine
-(Ann Oncol 2006), which matters for prolonged low-rate infusions.
+The active triphosphate dFdCTP (umol/L, intracellular, PBMC reference) is formed by saturable
+(Michaelis-Menten) phosphorylation of plasma gemcitabine, ``k_tp_vmax*C/(C + k_tp_km)``, and
+eliminated first-order (label t1/2 1.7-19.4 h).  Grunewald 1991 (Cancer Chemother Pharmacol
+27:258): accumulation in mononuclear cells is maximal once plasma gemcitabine reaches ~15-20 uM
+(10-15 uM in vitro), so a longer infusion at a lower rate forms more dFdCTP from the same dose --
+the basis of fixed-dose-rate (10 mg/m2/min) gemcitabine (Tempero 2003 J Clin Oncol 21:3402).
 
 Routes: iv (bolus or zero-order infusion into the central compartment); ip, sc and oral (bolus into
 the depot, first-order absorption ka_gem, bioavailability F).
@@ -45,7 +47,8 @@ MODULE = Module(
         ParameterSpec("ka_gem", "1/day", "first-order absorption rate from the depot"),
         ParameterSpec("F_gem_ip", "dimensionless", "bioavailability, intraperitoneal/subcutaneous"),
         ParameterSpec("F_gem_oral", "dimensionless", "bioavailability, oral"),
-        ParameterSpec("k_tp_form", "1/day", "dFdCTP formation per unit plasma gemcitabine (umol/L)"),
+        ParameterSpec("k_tp_vmax", "umol/L/day", "maximal dFdCTP formation rate (saturating plasma gemcitabine)"),
+        ParameterSpec("k_tp_km", "umol/L", "plasma gemcitabine for half-maximal dFdCTP formation"),
         ParameterSpec("k_tp_out", "1/day", "dFdCTP elimination rate constant"),
         ParameterSpec("MW_gem", "g/mol", "gemcitabine molar mass (free base)"),
     ),
@@ -72,7 +75,8 @@ MODULE = Module(
         Flow("dfdu_elimination", "dfdu_c", None, "CLi_dfdu*C_dfdu", "renal elimination of dFdU"),
         Flow("dfdu_distribution", "dfdu_c", "dfdu_p", "Qi_dfdu*C_dfdu"),
         Flow("dfdu_redistribution", "dfdu_p", "dfdu_c", "Qi_dfdu*dfdu_p/V2i_dfdu"),
-        Flow("dfdctp_formation", None, "dfdctp", "k_tp_form*C_gem_uM", "phosphorylation (dCK) in cells"),
+        Flow("dfdctp_formation", None, "dfdctp", "k_tp_vmax*C_gem_uM/(C_gem_uM + k_tp_km)",
+             "saturable phosphorylation (dCK) in cells"),
         Flow("dfdctp_elimination", "dfdctp", None, "k_tp_out*dfdctp"),
     ),
     drugs=(
