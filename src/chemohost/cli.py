@@ -118,6 +118,24 @@ def _export(args) -> int:
     return 0
 
 
+def _export_petab(args) -> int:
+    from .calibration import export_petab, load_problem
+
+    prob = load_problem(args.problem)
+    files = export_petab(prob, args.out, force=args.force)
+    print(f"wrote PEtab v1 problem {Path(args.out) / 'problem.yaml'} ('{prob.spec.problem}', model {prob.model.name}, "
+          f"{prob.spec.species}): {len(prob.rows)} measurement(s), {len(prob.conditions)} condition(s), "
+          f"{len(prob.observables)} observable(s), {len(prob.estimates)} estimated parameter(s)")
+    if prob.censored:
+        print(f"  {len(prob.censored)} censored row(s) (not expressible in PEtab v1) kept in "
+              f"{files['censored_measurements.tsv']}")
+    if prob.skipped:
+        print(f"  {prob.skipped} row(s) left out by the measurement sources' filters")
+    for note in prob.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def _models(args) -> int:
     from .model.registry import MODELS, get_model
 
@@ -239,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--arm", help="arm of the scenario whose doses to export (default: first)")
     sb.add_argument("--out", required=True, help="output .xml file")
     sb.set_defaults(func=_export)
+    pt = esub.add_parser("petab", help="PEtab v1 calibration problem (SBML + tables) from a problem YAML")
+    pt.add_argument("--problem", required=True, help="calibration problem YAML (see problems/)")
+    pt.add_argument("--out", required=True, help="output folder (must be new or empty unless --force)")
+    pt.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    pt.set_defaults(func=_export_petab)
     m = sub.add_parser("models", help="list the named models")
     m.set_defaults(func=_models)
     pa = sub.add_parser("params", help="print a model's parameter table (markdown)")

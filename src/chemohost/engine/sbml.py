@@ -157,6 +157,12 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
         _check(kl.setMath(ast), f"setting the rate of flow {f.name}")
     if doses is not None and doses.n:
         _add_doses(m, model, doses, dose_factors)
+    return checked_text(doc)
+
+
+def checked_text(doc) -> str:
+    """``doc`` as SBML text, re-read and checked (unit consistency aside): an invalid document raises
+    :class:`ExportError` with libSBML's first messages instead of being written."""
     text = libsbml.writeSBMLToString(doc)
     check = libsbml.readSBMLFromString(text)
     check.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, False)
