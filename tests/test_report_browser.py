@@ -75,3 +75,51 @@ def test_report_in_chromium(browser, tmp_path, design):
         assert shot.stat().st_size > 10_000
     finally:
         page.close()
+
+
+def test_fit_and_posterior_reports_in_chromium(browser, tmp_path):
+    """`chemohost fit` and `chemohost trial --posterior` reports: no errors, local resources only, every
+    figure decodes, the tables are filled."""
+    import json as _json
+
+    import numpy as np
+
+    import test_fit as tf
+    import test_posterior_trial as tpt
+    from chemohost.calibration.fit import FitOptions, run_fit, write_fit
+    from chemohost.cli import main
+
+    pytest.importorskip("pypesto")
+    pytest.importorskip("emcee")
+    y = [10.0 * np.exp(-t) + 1.0 for t in tf.PK_TIMES_H]
+    fit = run_fit(tf._pk_problem(tmp_path / "p", y, 0.2), FitOptions(starts=2, steps=60, walkers=8,
+                                                                      prediction_draws=20))
+    write_fit(fit, tmp_path / "fit")
+    html = (tmp_path / "fit" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "fit.html", tmp_path / "fit.png")
+    try:
+        assert errors == []
+        assert all(u.startswith(("file:", "data:")) for u in requests), requests
+        _check_figures(page, ["fig-fit", "fig-waterfall", "fig-profiles", "fig-posterior"])
+        assert page.locator("#table-estimates tbody tr").count() == 2
+        assert page.locator("#table-data tbody tr").count() == len(tf.PK_TIMES_H)
+    finally:
+        page.close()
+
+    post = tpt._posterior(tmp_path / "post", {"il1r1_ec50": [1.5, 4.0, 12.0, 40.0],
+                                              "gcsf_il1_emax": [30.0, 8.0, 3.0, 1.0]})
+    spec = _json.loads(_json.dumps(tpt.tt.BASE))
+    spec.update({"patients": 6, "follow_up": "12 month"})
+    (tmp_path / "trial.yaml").write_text(_json.dumps(spec))
+    assert main(["trial", str(tmp_path / "trial.yaml"), "--posterior", str(post), "--draws", "4",
+                 "--out", str(tmp_path / "ppt")]) == 0
+    html = (tmp_path / "ppt" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "ppt.html", tmp_path / "ppt.png")
+    try:
+        assert errors == []
+        assert all(u.startswith(("file:", "data:")) for u in requests), requests
+        _check_figures(page, ["fig-forest", "fig-scatter"])
+        assert page.locator("#table-effects tbody tr").count() == 1
+        assert page.locator("#table-arms tbody tr").count() == 2
+    finally:
+        page.close()

@@ -49,7 +49,13 @@ def _trial(args) -> int:
     if args.patients is not None and args.patients < 1:
         raise ChemohostError("--patients must be >= 1")
     if design == "randomized":
+        if args.posterior is not None:
+            raise ChemohostError("--posterior runs the paired design over posterior draws; drop --design randomized")
         return _trial_randomized(args, trial)
+    if args.draws is not None and args.posterior is None:
+        raise ChemohostError("--draws needs --posterior FIT_DIR (the --out folder of `chemohost fit`)")
+    if args.posterior is not None:
+        return _trial_posterior(args, trial)
     res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True)
     dead = [a for a, s in res.summary["arms"].items() if s["n_failed"] == s["n_run"]]
     if dead:
@@ -70,6 +76,32 @@ def _trial(args) -> int:
               f"(95% CI {r12['ci_low']:+.2f} to {r12['ci_high']:+.2f}), HR {hr['estimate']:.3f} "
               f"({hr['ci_low']:.3f}-{hr['ci_high']:.3f}), OS gain > 1 mo {100 * ind['frac_gain']:.1f}%, "
               f"loss > 1 mo {100 * ind['frac_loss']:.1f}% of {ind['n_pairs']} patients")
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
+def _trial_posterior(args, trial) -> int:
+    from .calibration.fit import load_posterior
+    from .studies.posterior_trial import run_posterior_trial, write_posterior_trial
+
+    if args.draws is None:
+        raise ChemohostError("--posterior needs --draws K (posterior draws to run the trial over, e.g. 50)")
+    post = load_posterior(args.posterior)
+    res = run_posterior_trial(trial, post, args.draws, patients=args.patients, seed=args.seed, progress=True)
+    files = write_posterior_trial(res, args.out)
+    s = res.summary
+    print(f"trial '{trial.spec.name}' over {s['draws']} posterior draws of {', '.join(res.parameters)} "
+          f"({s['patients_per_arm']} patients per arm per draw): {len(res.patients)} patient simulations in "
+          f"{res.timings['simulate_and_endpoints']:.1f} s")
+    for arm, e in s["effects"].items():
+        r12, hr = e["rmst_diff_12"], e["hr"]
+        att = e.get("attribution_rmst_diff_12") or {}
+        top = att.get("ranked", [])[:2]
+        drivers = ", ".join(f"{p} {att['parameters'][p]['share']:.2f}" for p in top)
+        print(f"  {arm} vs {s['control']}: RMST(12 mo) gain {r12['median']:+.2f} mo (95% CrI {r12['q025']:+.2f} to "
+              f"{r12['q975']:+.2f}), P(gain > 0) {r12['p_benefit']:.2f}; HR {hr['median']:.3f} "
+              f"({hr['q025']:.3f}-{hr['q975']:.3f}); variance share: {drivers or 'n/a'}")
     for name, path in files.items():
         print(f"  wrote {path}")
     return 0
@@ -133,6 +165,40 @@ def _export_petab(args) -> int:
         print(f"  {prob.skipped} row(s) left out by the measurement sources' filters")
     for note in prob.notes:
         print(f"  note: {note}")
+    return 0
+
+
+def _fit(args) -> int:
+    from .calibration.fit import FitOptions, run_fit, write_fit
+    from .calibration.problem import load_problem
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise ChemohostError(f"--out {out} exists and is not an empty folder; choose a new folder or give --force")
+    opts = FitOptions(starts=args.starts, seed=args.seed, max_iterations=args.max_iterations,
+                      profile=not args.no_profile, sample=not args.no_sample, walkers=args.walkers, steps=args.steps)
+    opts.check()
+    prob = load_problem(args.problem)
+    fit = run_fit(prob, opts, progress=True)
+    files = write_fit(fit, out)
+    d = fit.diagnostics
+    print(f"fit '{prob.spec.problem}' ({prob.model.name}, {prob.spec.species}): {len(prob.rows)} measurement(s) + "
+          f"{len(prob.censored)} censored, {len(fit.x_names)} parameter(s); best -log posterior {fit.f_best:.4g}, "
+          f"{d['starts_reaching_best']}/{d['starts']} starts reached it; {fit.timings['total']:.1f} s")
+    for r in fit.estimates.to_dict("records"):
+        line = f"  {r['parameter']}: {r['estimate']:.4g} {r['unit']}"
+        if r.get("profile_ci_low") is not None and r["profile_ci_low"] == r["profile_ci_low"]:
+            line += f", 95% profile interval {r['profile_ci_low']:.4g}-{r['profile_ci_high']:.4g}"
+        if "posterior_median" in r and r["posterior_median"] == r["posterior_median"]:
+            line += (f", posterior median {r['posterior_median']:.4g} (95% CrI {r['posterior_q025']:.4g}-"
+                     f"{r['posterior_q975']:.4g})")
+        line += f"; identifiable: {r['identifiable']}"
+        print(line)
+    samp = d.get("sampling") or {}
+    if samp.get("warning"):
+        print(f"  warning: {samp['warning']}")
+    for name, path in files.items():
+        print(f"  wrote {path}")
     return 0
 
 
@@ -245,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "randomized: replicate randomised trials with different patients per arm (power)")
             r.add_argument("--replicates", type=int, help="randomized design: number of replicate trials")
             r.add_argument("--per-arm", type=int, dest="per_arm", help="randomized design: patients per arm")
+            r.add_argument("--posterior", metavar="FIT_DIR",
+                           help="run the paired trial over posterior draws of a `chemohost fit` output folder")
+            r.add_argument("--draws", type=int, help="with --posterior: number of posterior draws (e.g. 50)")
             r.add_argument("--ns", help="randomized design: per-arm sizes of the power curve, e.g. 50,100,150 "
                                         "(nested subsets of the replicates; default: a grid up to --per-arm)")
         r.set_defaults(func=func)
@@ -262,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", required=True, help="output folder (must be new or empty unless --force)")
     pt.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
     pt.set_defaults(func=_export_petab)
+    f = sub.add_parser("fit", help="fit a calibration problem (pyPESTO multi-start, profiles, emcee posterior)")
+    f.add_argument("problem", help="calibration problem YAML (see problems/)")
+    f.add_argument("--out", required=True, help="output folder (new or empty unless --force)")
+    f.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
+    f.add_argument("--starts", type=int, default=20, help="multi-start local optimisations (default 20)")
+    f.add_argument("--max-iterations", type=int, default=200, dest="max_iterations",
+                   help="L-BFGS-B iterations per start (default 200)")
+    f.add_argument("--steps", type=int, default=5000, help="MCMC steps per walker (default 5000)")
+    f.add_argument("--walkers", type=int, help="MCMC walkers (default max(16, 4 x parameters))")
+    f.add_argument("--seed", type=int, default=0, help="seed of start points and sampler (default 0)")
+    f.add_argument("--no-profile", action="store_true", dest="no_profile", help="skip profile likelihoods")
+    f.add_argument("--no-sample", action="store_true", dest="no_sample", help="skip posterior sampling")
+    f.set_defaults(func=_fit)
     m = sub.add_parser("models", help="list the named models")
     m.set_defaults(func=_models)
     pa = sub.add_parser("params", help="print a model's parameter table (markdown)")

@@ -11,6 +11,24 @@ from pathlib import Path
 from .errors import ScenarioError
 
 
+def json_safe(x):
+    """``x`` with numpy scalars as Python numbers, non-finite floats as None and keys as strings
+    (what ``json.dumps`` can write as standard JSON)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return json_safe(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def write_atomically(out: str | Path, write: Callable[[Path], None]) -> dict[str, Path]:
     """Call ``write(tmp_dir)``, then move the files it made into ``out`` (created if needed).
 

@@ -229,15 +229,15 @@ def write_randomized(result: RandomizedResult, out) -> dict:
     """patients.parquet, replicates.parquet, summary.json, report.html, manifest.json -- atomically."""
     import json
 
-    from ..outputs import write_atomically
+    from ..outputs import json_safe, write_atomically
     from ..report.trial_report import render_report
-    from .trial_writer import _json_safe, _report_extras
+    from .trial_writer import _report_extras
 
     def write(tmp) -> None:
         result.patients.to_parquet(tmp / "patients.parquet", index=False)
         result.replicates.to_parquet(tmp / "replicates.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(_json_safe(result.summary), indent=2))
-        manifest = _json_safe(result.manifest())
+        (tmp / "summary.json").write_text(json.dumps(json_safe(result.summary), indent=2))
+        manifest = json_safe(result.manifest())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         rep0 = result.patients[result.patients["replicate"] == 0]  # one replicate trial for the patient-level plots
         extras = _report_extras(result)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import json_safe
+
 from .trial_runner import TrialResult
 from .trial_spec import DAYS_PER_MONTH
 
@@ -52,16 +54,7 @@ def _report_extras(result: TrialResult) -> dict:
 
 
 
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, (np.floating, np.integer)):
-        return _json_safe(x.item())
-    return x
+_json_safe = json_safe  # kept for callers of the old private name
 
 
 
@@ -72,8 +65,8 @@ def write_trial(result: TrialResult, out: str | Path) -> dict[str, Path]:
 
     def write(tmp: Path) -> None:
         result.patients.to_parquet(tmp / "patients.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(_json_safe(result.summary), indent=2))
-        manifest = _json_safe(result.manifest())
+        (tmp / "summary.json").write_text(json.dumps(json_safe(result.summary), indent=2))
+        manifest = json_safe(result.manifest())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         (tmp / "report.html").write_text(render(result.trial.spec.name, result.trial.spec.description,
                                                 result.patients, result.summary, result.samples, manifest,
