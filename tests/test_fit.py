@@ -163,7 +163,7 @@ def test_profile_intervals_cover_the_truth_at_about_95_percent(tmp_path, pk_trut
 def shipped_fit(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit") / "out"
     code = main(["fit", str(ROOT / "problems" / "pancreatic_gemcitabine_human.yaml"), "--out", str(out),
-                 "--starts", "3", "--steps", "150", "--walkers", "20"])
+                 "--starts", "2", "--steps", "60", "--walkers", "20"])
     assert code == 0
     return out
 
