@@ -204,13 +204,24 @@ def test_fit_refuses_a_non_empty_out_and_bad_options(tmp_path, capsys):
 def test_load_posterior_errors(tmp_path):
     from chemohost.errors import ChemohostError
 
+    from chemohost.outputs import write_atomically
+
     with pytest.raises(ChemohostError, match="manifest.json not found"):
         load_posterior(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"model": "host_response", "species": "human",
-                                                        "model_parameters": ["CL_gem"]}))
-    pd.DataFrame({"draw": [0], "CL_gem": [np.nan]}).to_parquet(tmp_path / "posterior.parquet")
+    man = {"model": "host_response", "species": "human", "model_parameters": ["CL_gem"]}
+
+    def folder(draws):
+        def write(tmp):
+            (tmp / "manifest.json").write_text(json.dumps(man))
+            pd.DataFrame(draws).to_parquet(tmp / "posterior.parquet")
+        write_atomically(tmp_path, write)
+
+    folder({"draw": [0], "CL_gem": [np.nan]})
     with pytest.raises(ChemohostError, match="non-finite"):
         load_posterior(tmp_path)
-    pd.DataFrame({"draw": [0, 1], "CL_gem": [3000.0, 3100.0]}).to_parquet(tmp_path / "posterior.parquet")
+    folder({"draw": [0, 1], "CL_gem": [3000.0, 3100.0]})
     with pytest.raises(ChemohostError, match="only 2 posterior draws"):
         load_posterior(tmp_path).select(5, 0)
+    (tmp_path / "COMPLETE.json").unlink()  # an interrupted fit is not used
+    with pytest.raises(ChemohostError, match="no completion marker"):
+        load_posterior(tmp_path)

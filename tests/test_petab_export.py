@@ -86,7 +86,10 @@ def test_petablint_accepts_the_export(exported):
     _, out = exported
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["problem.yaml", "model.xml", "conditions.tsv", "observables.tsv", "measurements.tsv", "parameters.tsv",
-         "censored_measurements.tsv", "measurement_sources.tsv", "chemohost_petab.json"])
+         "censored_measurements.tsv", "measurement_sources.tsv", "chemohost_petab.json", "COMPLETE.json"])
+    from chemohost.outputs import verify_output
+
+    assert set(verify_output(out)["files"]) == {p.name for p in out.iterdir()} - {"COMPLETE.json"}
     res = _petablint(out / "problem.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "completed successfully" in res.stdout + res.stderr

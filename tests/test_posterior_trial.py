@@ -25,13 +25,18 @@ PARAMS = ["il1r1_ec50", "gcsf_il1_emax"]
 
 def _posterior(folder: Path, values: dict[str, list[float]], model="host_response", species="human") -> Path:
     """A minimal fit folder: manifest.json + posterior.parquet (as `chemohost fit` writes them)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    from chemohost.outputs import write_atomically
+
     n = len(next(iter(values.values())))
-    pd.DataFrame({"draw": np.arange(n), "step": 0, "walker": np.arange(n), "log_posterior": 0.0, **values,
-                  "sigma_NLR": 0.3}).to_parquet(folder / "posterior.parquet", index=False)
-    (folder / "manifest.json").write_text(json.dumps({
-        "model": model, "species": species, "model_parameters": list(values), "problem_file": "synthetic",
-        "parameters": {p: {"scale": "log10"} for p in values}}))
+
+    def write(tmp):
+        pd.DataFrame({"draw": np.arange(n), "step": 0, "walker": np.arange(n), "log_posterior": 0.0, **values,
+                      "sigma_NLR": 0.3}).to_parquet(tmp / "posterior.parquet", index=False)
+        (tmp / "manifest.json").write_text(json.dumps({
+            "model": model, "species": species, "model_parameters": list(values), "problem_file": "synthetic",
+            "parameters": {p: {"scale": "log10"} for p in values}}))
+
+    write_atomically(folder, write)
     return folder
 
 

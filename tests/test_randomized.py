@@ -81,7 +81,7 @@ def test_randomized_cli_writes_outputs_and_rejects_bad_sizes(tmp_path, capsys):
     assert main(["trial", str(f), "--design", "randomized", "--replicates", "4", "--per-arm", "6",
                  "--ns", "3,6", "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"patients.parquet", "replicates.parquet", "summary.json",
-                                               "report.html", "manifest.json"}
+                                               "report.html", "manifest.json", "COMPLETE.json"}
     s = json.loads((out / "summary.json").read_text())
     assert s["design"] == "randomized" and s["randomized"]["ns"] == [3, 6]
     assert len(pd.read_parquet(out / "replicates.parquet")) == 4 * 2  # 4 replicates x (OS, PFS)
@@ -98,6 +98,6 @@ def test_randomized_cli_writes_outputs_and_rejects_bad_sizes(tmp_path, capsys):
 
 
 def test_population_targets_are_refused_with_the_field():
-    t = _trial(BASE["arms"], population={"targets": {"age": {"distribution": "normal", "mean": 60, "sd": 5}}})
+    t = _trial(BASE["arms"], population={"targets": {"age": {"normal": {"mean": 60, "sd": 5}}}})
     with pytest.raises(ScenarioError, match="population.targets"):
         run_randomized(t, 2, 4)

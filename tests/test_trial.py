@@ -72,7 +72,7 @@ def test_cli_writes_all_outputs(tmp_path, capsys):
     ({"population": {"targets": {"nlr0": {"lognormal": {"median": 400, "sd_log": 0.1}}}}}, "population", "nlr0"),
     ({"population": {"female_fractoin": 0.5}}, "population", "female"),
     ({"indication": "pancreas"}, "indication", "available: bladder_advanced, pancreatic_advanced"),
-    ({"lab_interval": "0 day"}, "lab_interval", "> 0"),
+    ({"lab_interval": "0 day"}, "lab_interval", ">= 1 h"),
 ])
 def test_bad_trials_exit_2_and_write_nothing(tmp_path, capsys, changes, field, fragment):
     import yaml

@@ -25,6 +25,7 @@ from . import __version__
 from .engine.codegen import compile_model
 from .engine.simulate import STATUS, SimulationResult, SolverOptions, simulate
 from .errors import ChemohostError, ParameterError, ScenarioError
+from .guards import physiology_problems, schedule_problems
 from .model.core import Model
 from .model.params import default_tables, lognormal_sd, parameter_set
 from .model.registry import get_model
@@ -121,6 +122,8 @@ class Scenario:
     """A parsed scenario: model, parameters, arms.  Cheap to copy and modify."""
 
     def __init__(self, spec: ScenarioSpec, source: str = "<scenario>", sha256: str = ""):
+        from .spec_types import Collector
+
         self.spec = spec
         self.source = source
         self.sha256 = sha256
@@ -128,40 +131,53 @@ class Scenario:
             self.model = get_model(spec.model)
         except ChemohostError as exc:
             raise ScenarioError(str(exc), file=source, field="model") from None
-        try:
+        col = Collector(source)  # independent checks: every problem of the file is reported at once
+        self.warnings: list[tuple[str, str]] = []  # accepted, but worth saying (printed by the CLI)
+        self.names, self.typical, self.cvs = parameter_vector(self.model, spec.species)
+        with col.check("parameters"):
             self.names, self.typical, self.cvs = parameter_vector(self.model, spec.species, spec.parameters)
+        with col.check("patients.covariates"):
             cov_names, cov_vals, _ = parameter_vector(self.model, spec.species, spec.patients.covariates,
                                                       where="patients.covariates")
             for k in spec.patients.covariates:
                 self.typical[self.names.index(k)] = cov_vals[cov_names.index(k)]
                 self.cvs[self.names.index(k)] = 0.0
-        except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=source) from None
-        for k, v in perturbations_field(spec.perturbations, self.model.parameters, source).items():
-            self.typical[self.names.index(k)] = v
-            self.cvs[self.names.index(k)] = 0.0
+            errs, warns = physiology_problems(self.model, spec.species, spec.patients.covariates)
+            for line in errs:
+                col.add(*line)
+            self.warnings.extend(warns)
+        with col.check("perturbations"):
+            for k, v in perturbations_field(spec.perturbations, self.model.parameters, source).items():
+                self.typical[self.names.index(k)] = v
+                self.cvs[self.names.index(k)] = 0.0
         self.event_table_sha256 = None
+        self.arms = {}
         if spec.event_table is not None:
-            self.arms = {spec.name: self._event_table(spec, source)}
+            with col.check("event_table"):
+                self.arms = {spec.name: self._event_table(spec, source)}
         else:
             if spec.arms is None and spec.regimens is None:
-                raise ScenarioError("missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm), "
-                                    "'arms' (several) or 'event_table' (per-patient doses)", file=source,
-                                    field="regimens")
-            arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens}
-            if not arms:
-                raise ScenarioError("no arms: give 'regimens' or 'arms'", file=source, field="arms")
-            self.arms = {name: build_regimens(regs, self.model.drugs, source,
-                                              "regimens" if spec.arms is None else f"arms.{name}")
-                         for name, regs in arms.items()}
-        self.horizon = quantity_field(spec.horizon, "day", source, "horizon")
+                col.add("regimens", "missing: give 'regimens' (one arm; 'regimens: []' for an untreated arm), 'arms' "
+                                    "(several) or 'event_table' (per-patient doses)")
+            arms = spec.arms if spec.arms is not None else {spec.name: spec.regimens or []}
+            if spec.arms is not None and not arms:
+                col.add("arms", "no arms: give 'regimens' or 'arms'")
+            for name, regs in arms.items():
+                prefix = "regimens" if spec.arms is None else f"arms.{name}"
+                with col.check(prefix):
+                    self.arms[name] = build_regimens(regs, self.model.drugs, source, prefix)
+        self.horizon = quantity_field(spec.horizon, "day", source, "horizon")  # bounded by the schema
         self.interval = quantity_field(spec.output_interval, "day", source, "output_interval")
-        if not (np.isfinite(self.horizon) and self.horizon > 0):
-            raise ScenarioError(f"horizon must be finite and > 0, got {spec.horizon!r}; e.g. '168 day'",
-                                file=source, field="horizon")
-        if not 0 < self.interval <= self.horizon:
-            raise ScenarioError("output_interval must be > 0 and at most the horizon", file=source,
-                                field="output_interval")
+        if self.interval > self.horizon:
+            col.add("output_interval", f"must be at most the horizon ({self.horizon:g} days), got {self.interval:g} "
+                                       "days")
+        for name, regs in self.arms.items():
+            if isinstance(regs, list):
+                errs, warns = schedule_problems(regs, self.model, spec.species, self.horizon,
+                                                "regimens" if spec.arms is None else f"arms.{name}", "horizon")
+                for line in errs:
+                    col.add(*line)
+                self.warnings.extend(warns)
         available = list(self.model.species) + list(self.model.outputs)
         self.outputs = spec.outputs or default_outputs(self.model)
         for i, o in enumerate(self.outputs):
@@ -169,12 +185,28 @@ class Scenario:
                 import difflib
                 close = difflib.get_close_matches(o, available, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ScenarioError(f"unknown output '{o}'{hint}; see `chemohost outputs --model {self.model.name}`",
-                                    file=source, field=f"outputs[{i}]")
-        try:
+                col.add(f"outputs[{i}]", f"unknown output '{o}'{hint}; see `chemohost outputs --model {self.model.name}`")
+        with col.check("solver"):
             self.solver_options()
-        except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=source, field="solver") from None
+        col.raise_if_any()
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Time courses are held in memory: refuse before simulating what would not fit."""
+        from .spec_types import MAX_OUTPUT_POINTS, MAX_RESULT_BYTES
+
+        points = int(self.horizon / self.interval) + 2
+        if points > MAX_OUTPUT_POINTS:
+            raise ScenarioError(f"{points:,} output times per patient (horizon / output_interval) exceed the limit "
+                                f"MAX_OUTPUT_POINTS = {MAX_OUTPUT_POINTS:,}; lengthen output_interval",
+                                file=self.source, field="output_interval")
+        size = points * self.spec.patients.n * len(self.outputs) * len(self.arms) * 8
+        if size > MAX_RESULT_BYTES:
+            raise ScenarioError(f"the time courses would take {size / 2 ** 30:.1f} GiB in memory ({points:,} times x "
+                                f"{self.spec.patients.n:,} patients x {len(self.outputs)} outputs x {len(self.arms)} "
+                                f"arm(s)), over the limit MAX_RESULT_BYTES = {MAX_RESULT_BYTES / 2 ** 30:g} GiB; use "
+                                "fewer patients, outputs or output times, or `chemohost trial` for large cohorts",
+                                file=self.source, field="patients.n")
 
     def _event_table(self, spec: ScenarioSpec, source: str) -> PatientDoses:
         """The scenario's per-patient doses: ids must be exactly 0..patients.n-1, every (drug, route)
@@ -222,10 +254,18 @@ class Scenario:
     def with_patients(self, n: int | None = None, seed: int | None = None, variability: bool | None = None) -> "Scenario":
         spec = copy.deepcopy(self.spec)
         if n is not None:
-            if n < 1:
-                raise ScenarioError("number of patients must be >= 1", file=self.source, field="patients.n")
+            from .spec_types import MAX_PATIENTS
+
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PATIENTS:
+                raise ScenarioError(f"number of patients must be a whole number >= 1 and <= {MAX_PATIENTS:,} "
+                                    f"(MAX_PATIENTS), got {n!r}", file=self.source, field="patients.n")
             spec.patients.n = n
         if seed is not None:
+            from .spec_types import MAX_SEED
+
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise ScenarioError(f"seed must be a whole number >= 0 and <= 2**63 - 1, got {seed!r}",
+                                    file=self.source, field="seed")
             spec.seed = seed
         if variability is not None:
             spec.patients.variability = variability

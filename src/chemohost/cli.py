@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from .errors import ChemohostError
 
 
+def _warn(obj) -> None:
+    """Print what a loaded file accepted but a user should know (values outside plausible ranges)."""
+    src = getattr(obj, "source", "")
+    for field, msg in getattr(obj, "warnings", []) or []:
+        print(f"chemohost: warning: {src}: field '{field}': {msg}", file=sys.stderr)
+
+
+#: exit code when results were written but some patient simulations failed (0: every patient ran,
+#: 2: bad input or nothing written)
+EXIT_SOME_FAILED = 3
+
+
 def _simulate(args) -> int:
     from .api import load_scenario, write_run
+    from .outputs import open_output
 
     sc = load_scenario(args.scenario)
     if args.patients is not None or args.seed is not None:
         sc = sc.with_patients(n=args.patients, seed=args.seed)
-    run = sc.simulate()
-    files = write_run(run, args.out)
+    _warn(sc)
     n = sc.spec.patients.n
+    expected = sc.times().size * n * (len(sc.outputs) + 4) * 8 * len(sc.arms)
+    with open_output(args.out, expected_bytes=expected):
+        run = sc.simulate()
+        failed = {arm: int((res.status != 0).sum()) for arm, res in run.arms.items()}
+        dead = [a for a, k in failed.items() if k == n]
+        if dead:
+            raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver "
+                                 f"({_reasons(run.arms[dead[0]].status)}); nothing written. Check the doses, parameters "
+                                 f"and solver settings in {args.scenario}")
+        files = write_run(run, args.out)
     print(f"simulated {n} patient(s) x {len(run.arms)} arm(s) of '{sc.spec.name}' "
           f"({sc.model.name}, {sc.spec.species}) in {run.timings['simulate']:.2f} s "
           f"(compile/load {run.timings['compile_or_load']:.2f} s)")
     for arm, res in run.arms.items():
-        failed = int((res.status != 0).sum())
-        line = f"  {arm}: {n - failed}/{n} ok"
+        line = f"  {arm}: {n - failed[arm]}/{n} ok"
         for name in run.scenario.outputs:
             v = res.output(name)
             if (res.status == 0).any():
@@ -31,7 +53,21 @@ def _simulate(args) -> int:
         print(line)
     for name, path in files.items():
         print(f"  wrote {path}")
+    n_failed = sum(failed.values())
+    if n_failed:
+        print(f"chemohost: warning: {n_failed} of {n * len(run.arms)} patient simulations failed (status in "
+              f"timecourses.parquet); exit code {EXIT_SOME_FAILED}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
+
+
+def _reasons(status) -> str:
+    import numpy as np
+
+    from .engine.simulate import STATUS
+
+    vals, counts = np.unique(status[status != 0], return_counts=True)
+    return ", ".join(f"{STATUS.get(int(v), v)}: {c}" for v, c in zip(vals, counts))
 
 
 def _median(x):
@@ -43,11 +79,19 @@ def _trial(args) -> int:
     from .studies.trial import Trial, run_trial, write_trial
 
     design = getattr(args, "design", "paired")
+    if args.resume and (design != "paired" or args.posterior is not None):
+        raise ChemohostError("--resume continues the paired design; --design randomized and --posterior runs start "
+                             "over (their chunks are not checkpointed yet)")
     if design == "paired" and (args.replicates is not None or args.per_arm is not None or args.ns is not None):
         raise ChemohostError("--replicates, --per-arm and --ns belong to --design randomized")
     trial = Trial.load(args.scenario)
-    if args.patients is not None and args.patients < 1:
-        raise ChemohostError("--patients must be >= 1")
+    _warn(trial)
+    from .spec_types import MAX_PATIENTS, MAX_SEED
+
+    if args.patients is not None and not 1 <= args.patients <= MAX_PATIENTS:
+        raise ChemohostError(f"--patients must be >= 1 and <= {MAX_PATIENTS:,} (MAX_PATIENTS), got {args.patients}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ChemohostError(f"--seed must be a whole number >= 0 and <= 2**63 - 1, got {args.seed}")
     if design == "randomized":
         if args.posterior is not None:
             raise ChemohostError("--posterior runs the paired design over posterior draws; drop --design randomized")
@@ -56,13 +100,26 @@ def _trial(args) -> int:
         raise ChemohostError("--draws needs --posterior FIT_DIR (the --out folder of `chemohost fit`)")
     if args.posterior is not None:
         return _trial_posterior(args, trial)
-    res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True)
-    dead = [a for a, s in res.summary["arms"].items() if s["n_failed"] == s["n_run"]]
-    if dead:
-        raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
-                             f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
-    files = write_trial(res, args.out)
-    print(f"trial '{trial.spec.name}': {len(res.patients)} patient-arms in {res.timings['simulate_and_endpoints']:.1f} s")
+    from .outputs import open_output
+
+    from .outputs import PARTIAL
+    from .studies.checkpoint import Checkpoint
+
+    n = args.patients or trial.spec.patients
+    with open_output(args.out, expected_bytes=n * len(trial.arms) * 1500) as folder:
+        partial = folder.path / PARTIAL
+        res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True,
+                        checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
+        dead = [a for a, s in res.summary["arms"].items() if s["n_failed"] == s["n_run"]]
+        if dead:
+            shutil.rmtree(partial, ignore_errors=True)  # the run finished: nothing to resume
+            raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
+                                 f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
+        files = write_trial(res, args.out)
+        shutil.rmtree(partial, ignore_errors=True)  # published: the checkpoints are no longer needed
+    resumed = res.summary.get("resumed_chunks")
+    print(f"trial '{trial.spec.name}': {len(res.patients)} patient-arms in {res.timings['simulate_and_endpoints']:.1f} s"
+          + (f" ({resumed} chunk(s) read back from the interrupted run)" if resumed else ""))
     for arm, s in res.summary["arms"].items():
         hr = s["hr_os_vs_control"]
         print(f"  {arm}: n={s['n']} ({s['n_failed']} failed) ORR {s['orr']:.2f} median PFS {s['median_pfs_months']:.2f} mo, median OS "
@@ -78,6 +135,14 @@ def _trial(args) -> int:
               f"loss > 1 mo {100 * ind['frac_loss']:.1f}% of {ind['n_pairs']} patients")
     for name, path in files.items():
         print(f"  wrote {path}")
+    return _some_failed(sum(s["n_failed"] for s in res.summary["arms"].values()), len(res.patients))
+
+
+def _some_failed(n_failed: int, total: int) -> int:
+    if n_failed:
+        print(f"chemohost: warning: {n_failed} of {total} patient simulations failed (rows with their status in "
+              f"patients.parquet, left out of the statistics); exit code {EXIT_SOME_FAILED}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
 
 
@@ -87,9 +152,13 @@ def _trial_posterior(args, trial) -> int:
 
     if args.draws is None:
         raise ChemohostError("--posterior needs --draws K (posterior draws to run the trial over, e.g. 50)")
+    from .outputs import open_output
+
     post = load_posterior(args.posterior)
-    res = run_posterior_trial(trial, post, args.draws, patients=args.patients, seed=args.seed, progress=True)
-    files = write_posterior_trial(res, args.out)
+    n = args.patients or trial.spec.patients
+    with open_output(args.out, expected_bytes=args.draws * n * len(trial.arms) * 1500):
+        res = run_posterior_trial(trial, post, args.draws, patients=args.patients, seed=args.seed, progress=True)
+        files = write_posterior_trial(res, args.out)
     s = res.summary
     print(f"trial '{trial.spec.name}' over {s['draws']} posterior draws of {', '.join(res.parameters)} "
           f"({s['patients_per_arm']} patients per arm per draw): {len(res.patients)} patient simulations in "
@@ -104,7 +173,7 @@ def _trial_posterior(args, trial) -> int:
               f"({hr['q025']:.3f}-{hr['q975']:.3f}); variance share: {drivers or 'n/a'}")
     for name, path in files.items():
         print(f"  wrote {path}")
-    return 0
+    return _some_failed(res.summary.get("n_failed", 0), len(res.patients))
 
 
 def _export(args) -> int:
@@ -139,12 +208,10 @@ def _export(args) -> int:
         model = get_model(args.model)
         names, typical, _ = parameter_vector(model, args.species)
         values = dict(zip(names, typical))
-    text = to_sbml(model, values, doses)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    from .outputs import check_out_path, write_file_atomically
+
+    check_out_path(args.out, kind="file")  # before building the SBML
+    out = write_file_atomically(args.out, to_sbml(model, values, doses))
     print(f"wrote {out} (SBML L3V2, model {model.name}, {len(model.species)} species, "
           f"{len(model.flows)} reactions{', doses as events' if doses else ''})")
     return 0
@@ -178,9 +245,12 @@ def _fit(args) -> int:
     opts = FitOptions(starts=args.starts, seed=args.seed, max_iterations=args.max_iterations,
                       profile=not args.no_profile, sample=not args.no_sample, walkers=args.walkers, steps=args.steps)
     opts.check()
+    from .outputs import open_output
+
     prob = load_problem(args.problem)
-    fit = run_fit(prob, opts, progress=True)
-    files = write_fit(fit, out)
+    with open_output(out):
+        fit = run_fit(prob, opts, progress=True)
+        files = write_fit(fit, out)
     d = fit.diagnostics
     print(f"fit '{prob.spec.problem}' ({prob.model.name}, {prob.spec.species}): {len(prob.rows)} measurement(s) + "
           f"{len(prob.censored)} censored, {len(fit.x_names)} parameter(s); best -log posterior {fit.f_best:.4g}, "
@@ -199,6 +269,61 @@ def _fit(args) -> int:
         print(f"  warning: {samp['warning']}")
     for name, path in files.items():
         print(f"  wrote {path}")
+    return 0
+
+
+def _kind_of(path: Path) -> str:
+    from .scenario import load_yaml_mapping
+
+    data, _ = load_yaml_mapping(path, "input", "the fields of a scenario, trial or calibration problem")
+    if "problem" in data and "measurements" in data:
+        return "problem"
+    if "control" in data or "follow_up" in data or ("arms" in data and "horizon" not in data):
+        return "trial"
+    return "scenario"
+
+
+def _check(args) -> int:
+    """Load and check a file completely (schema, model, units, physiology, sizes) without running it."""
+    path = Path(args.file)
+    kind = args.kind or _kind_of(path)
+    if kind == "scenario":
+        from .api import load_scenario
+
+        sc = load_scenario(path)
+        _warn(sc)
+        print(f"ok: scenario '{sc.spec.name}' ({sc.model.name}, {sc.spec.species}): {len(sc.arms)} arm(s), "
+              f"{sc.spec.patients.n} patient(s), {sc.times().size} output times x {len(sc.outputs)} outputs")
+    elif kind == "trial":
+        from .studies.trial import Trial
+
+        t = Trial.load(path)
+        _warn(t)
+        print(f"ok: trial '{t.spec.name}' ({t.model.name}, {t.spec.species}): arms {', '.join(t.arms)}; control "
+              f"{t.spec.control}; {t.spec.patients} patients per arm; follow-up {t.follow_up_days:g} days")
+    else:
+        from .calibration.problem import load_problem
+
+        p = load_problem(path)
+        print(f"ok: calibration problem '{p.spec.problem}' ({p.model.name}, {p.spec.species}): {len(p.rows)} "
+              f"measurement(s) + {len(p.censored)} censored, {len(p.conditions)} condition(s), "
+              f"{len(p.estimates)} estimated parameter(s)")
+    return 0
+
+
+def _schema(args) -> int:
+    import json
+
+    if args.kind == "scenario":
+        from .scenario import ScenarioSpec as M
+    elif args.kind == "trial":
+        from .studies.trial_spec import TrialSpec as M
+    else:
+        from .calibration.problem import ProblemSpec as M
+    schema = M.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"chemohost {args.kind} file"
+    print(json.dumps(schema, indent=2))
     return 0
 
 
@@ -269,12 +394,15 @@ def _trial_randomized(args, trial) -> int:
             ns = [int(x) for x in args.ns.split(",") if x.strip()]
         except ValueError:
             raise ChemohostError(f"--ns must be comma-separated whole numbers (e.g. 50,100,150), got '{args.ns}'") from None
-    res = run_randomized(trial, args.replicates, args.per_arm, seed=args.seed, ns=ns, progress=True)
-    dead = [a for a, s in res.summary["arms"].items() if s["n_analysed"] == 0]
-    if dead:
-        raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
-                             f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
-    files = write_randomized(res, args.out)
+    from .outputs import open_output
+
+    with open_output(args.out, expected_bytes=args.replicates * args.per_arm * len(trial.arms) * 1500):
+        res = run_randomized(trial, args.replicates, args.per_arm, seed=args.seed, ns=ns, progress=True)
+        dead = [a for a, s in res.summary["arms"].items() if s["n_analysed"] == 0]
+        if dead:
+            raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
+                                 f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
+        files = write_randomized(res, args.out)
     rnd = res.summary["randomized"]
     print(f"trial '{trial.spec.name}' (randomized): {rnd['replicates']} replicates x {rnd['per_arm']} per arm, "
           f"{len(res.patients)} patient simulations in {res.timings['simulate_and_endpoints']:.1f} s")
@@ -311,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "randomized: replicate randomised trials with different patients per arm (power)")
             r.add_argument("--replicates", type=int, help="randomized design: number of replicate trials")
             r.add_argument("--per-arm", type=int, dest="per_arm", help="randomized design: patients per arm")
+            r.add_argument("--resume", action="store_true",
+                           help="continue an interrupted run in --out from its last finished chunk")
+            r.add_argument("--force", action="store_true",
+                           help="discard the checkpoints of an interrupted run in --out and start over")
             r.add_argument("--posterior", metavar="FIT_DIR",
                            help="run the paired trial over posterior draws of a `chemohost fit` output folder")
             r.add_argument("--draws", type=int, help="with --posterior: number of posterior draws (e.g. 50)")
@@ -344,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-profile", action="store_true", dest="no_profile", help="skip profile likelihoods")
     f.add_argument("--no-sample", action="store_true", dest="no_sample", help="skip posterior sampling")
     f.set_defaults(func=_fit)
+    c = sub.add_parser("check", help="check a scenario, trial or calibration problem file without running it")
+    c.add_argument("file", help="YAML file")
+    c.add_argument("--kind", choices=["scenario", "trial", "problem"], help="file kind (default: from its fields)")
+    c.set_defaults(func=_check)
+    sc_ = sub.add_parser("schema", help="print the JSON Schema of a file kind (for editors)")
+    sc_.add_argument("kind", choices=["scenario", "trial", "problem"])
+    sc_.set_defaults(func=_schema)
     m = sub.add_parser("models", help="list the named models")
     m.set_defaults(func=_models)
     pa = sub.add_parser("params", help="print a model's parameter table (markdown)")

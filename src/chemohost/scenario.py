@@ -23,21 +23,18 @@ with what is allowed.  Example::
 
 from __future__ import annotations
 
-import difflib
 import math
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from .errors import ChemohostError, ScenarioError, UnitError
 from .protocol.dosing import ROUTES, Regimen, parse_dose
 from .protocol.rules import RULES
+from .spec_types import (MAX_HORIZON_DAYS, MIN_OUTPUT_INTERVAL_DAYS, Patients, Quantity, Seed, SolverFields, count,
+                         duration, format_validation)
 from .units import to_internal
-
-Quantity = str | float | int
 
 
 class _Strict(BaseModel):
@@ -45,17 +42,18 @@ class _Strict(BaseModel):
 
 
 class RegimenSpec(_Strict):
-    drug: str
+    drug: str = Field(max_length=100)
     dose: Quantity = Field(description="amount per administration: '1000 mg/m2', '120 mg/kg' or '50 mg'")
     route: Literal["iv", "ip", "sc", "oral"] = "iv"
     infusion: Quantity | None = Field(None, description="zero-order infusion duration, e.g. '30 min'")
-    days: list[int] = Field(default_factory=lambda: [1], description="1-based treatment days in each cycle")
+    days: list[count(1, 36_525, "1-based: day 1 = cycle start")] = Field(default_factory=lambda: [1], max_length=10_000,
+                                         description="1-based treatment days in each cycle")
     cycle_length: Quantity = "21 day"
-    cycles: int = 1
+    cycles: count(1, 10_000) = 1
     start: Quantity = "0 day"
     dose_modification: str | None = None
     times_of_day: list[Quantity] | None = Field(
-        None, description="dose times within each treatment day, 0 h to 24 h, e.g. [0 h, 8 h, 16 h]")
+        None, max_length=1_000, description="dose times within each treatment day, 0 h to 24 h, e.g. [0 h, 8 h, 16 h]")
     every: Quantity | None = Field(None, description="interval between the 'doses' of a treatment day, e.g. 8 h")
     doses: StrictInt | None = Field(None, description="number of doses per treatment day, 'every' apart")
     ii: Quantity | None = Field(None, description="NONMEM interdose interval of the 'addl' doses, e.g. 8 h")
@@ -63,118 +61,49 @@ class RegimenSpec(_Strict):
 
 
 class PatientsSpec(_Strict):
-    n: int = 1
-    variability: bool = False
-    covariates: dict[str, Quantity] = Field(default_factory=dict)
-
-    @field_validator("n")
-    @classmethod
-    def _positive(cls, v):
-        if v < 1:
-            raise ValueError("number of patients must be >= 1")
-        return v
+    n: Patients = 1
+    variability: StrictBool = False
+    covariates: dict[str, Quantity] = Field(default_factory=dict, max_length=100)
 
 
-class SolverSpec(_Strict):
-    rtol: float = 1e-5
-    atol: float = 1e-9
-    closed_form: bool = True
-    max_steps: int = 200_000
+#: integrator settings (rtol in [1e-12, 0.1], atol in (0, 1], max_steps 100..1e8)
+SolverSpec = SolverFields
 
 
 class ScenarioSpec(_Strict):
-    name: str
-    description: str = ""
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
     model: str
     species: Literal["human", "mouse"] = "human"
-    horizon: Quantity
-    output_interval: Quantity = "1 day"
-    outputs: list[str] | None = None
-    seed: int = 0
+    horizon: duration("horizon", 0.0, MAX_HORIZON_DAYS, limit="MAX_HORIZON_DAYS = 100 years")
+    output_interval: duration("output_interval", MIN_OUTPUT_INTERVAL_DAYS, MAX_HORIZON_DAYS, lo_inclusive=True,
+                              limit="MIN_OUTPUT_INTERVAL = 1 min") = "1 day"
+    outputs: list[str] | None = Field(None, max_length=1_000)
+    seed: Seed = 0
     patients: PatientsSpec = Field(default_factory=PatientsSpec)
-    parameters: dict[str, Quantity] = Field(default_factory=dict)
-    perturbations: list[str] = Field(default_factory=list,
+    parameters: dict[str, Quantity] = Field(default_factory=dict, max_length=1_000)
+    perturbations: list[str] = Field(default_factory=list, max_length=100,
                                      description="knockouts / tumour-free host, e.g. [gsdmd_ko, tumour_free]")
-    regimens: list[RegimenSpec] | None = None
-    arms: dict[str, list[RegimenSpec]] | None = None
+    regimens: list[RegimenSpec] | None = Field(None, max_length=1_000)
+    arms: dict[str, list[RegimenSpec]] | None = Field(None, max_length=100)
     event_table: str | None = Field(
         None, description="CSV of per-patient doses (patient,time,drug,amount,route[,duration|rate]), "
                           "relative to the scenario file; replaces 'regimens' (one arm named after the scenario)")
     solver: SolverSpec = Field(default_factory=SolverSpec)
 
 
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _model_at(loc: tuple, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
-    """The pydantic model class that owns the last element of ``loc``."""
-    cls: Any = root or ScenarioSpec
-    for part in loc[:-1]:
-        while True:
-            origin = typing.get_origin(cls)
-            if origin in (list, dict) or origin is typing.Union or str(origin) == "types.UnionType":
-                args = [a for a in typing.get_args(cls) if a is not type(None)]
-                cls = args[-1] if origin is not typing.Union and str(origin) != "types.UnionType" else args[0]
-                if isinstance(part, int) or origin is dict:
-                    break
-                continue
-            break
-        if isinstance(cls, type) and issubclass(cls, BaseModel) and isinstance(part, str) and part in cls.model_fields:
-            cls = cls.model_fields[part].annotation
-    while True:
-        origin = typing.get_origin(cls)
-        if origin is None:
-            break
-        cls = [a for a in typing.get_args(cls) if a is not type(None)][-1]
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
 def _format_validation(exc: ValidationError, file: str, root: type[BaseModel] | None = None) -> ScenarioError:
-    msgs = []
-    first_field = None
-    for err in exc.errors():
-        loc = err["loc"]
-        field = _loc(loc)
-        first_field = first_field or field
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(loc, root)
-            allowed = sorted(owner.model_fields) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            msgs.append(f"field '{field}' is not a known field{hint}; allowed here: {', '.join(allowed)}")
-        elif err["type"] == "missing":
-            owner = _model_at(loc, root)
-            info = owner.model_fields.get(str(loc[-1])) if owner else None
-            hint = f" ({info.description})" if info is not None and info.description else ""
-            msgs.append(f"field '{field}' is required{hint}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            msgs.append(f"field '{field}': {msg} (got {err.get('input')!r})")
-    return ScenarioError("; ".join(msgs), file=file)
+    """Every schema error of a file, one line each (see :func:`chemohost.spec_types.format_validation`)."""
+    return format_validation(exc, file, root or ScenarioSpec)
 
 
 def load_yaml_mapping(path: str | Path, what: str, required: str) -> tuple[dict, Path]:
-    """Read a UTF-8 YAML file that must hold a mapping; every failure is a ScenarioError."""
+    """Read a UTF-8 YAML file that must hold a mapping (duplicate keys, alias bombs, absurd nesting
+    and oversized files refused by :mod:`chemohost.yamlio`); every failure is a ScenarioError."""
+    from .yamlio import load_file
+
     path = Path(path)
-    if not path.exists():
-        raise ScenarioError(f"{what} file not found: {path}")
-    if not path.is_file():
-        raise ScenarioError(f"{what} path is not a file: {path}; give a {what} YAML file", file=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"cannot read the {what} file ({exc}); it must be UTF-8 YAML text", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"not valid YAML: {exc}", file=str(path)) from None
+    data = load_file(path, what)
     if not isinstance(data, dict):
         raise ScenarioError(f"a {what} must be a YAML mapping with {required}", file=str(path))
     return data, path

@@ -124,7 +124,6 @@ def _startpoints(obj: EngineObjective, n: int, seed: int) -> np.ndarray:
 
 def optimise(obj: EngineObjective, options: FitOptions):
     """pyPESTO multi-start L-BFGS-B; returns (pypesto problem, result, optimizer, starts frame)."""
-    import pypesto
     import pypesto.optimize as optimize
     from pypesto.startpoint import FunctionStartpoints
 
@@ -499,12 +498,19 @@ class Posterior:
 
 def load_posterior(folder: str | Path) -> Posterior:
     """Read ``posterior.parquet`` and ``manifest.json`` of a ``chemohost fit`` output folder."""
+    from ..outputs import MARKER, verify_output
+
     folder = Path(folder)
     man_path, post_path = folder / "manifest.json", folder / "posterior.parquet"
     for p in (man_path, post_path):
         if not p.is_file():
             raise FitError(f"--posterior {folder}: {p.name} not found; give the --out folder of `chemohost fit`",
                            file=str(folder), field="posterior")
+    try:  # only a complete, unchanged fit folder (its completion marker and file hashes)
+        verify_output(folder, need=("manifest.json", "posterior.parquet"))
+    except ScenarioError as exc:
+        raise FitError(f"--posterior {folder}: {str(exc).removeprefix(str(folder) + ': ')} ({MARKER})",
+                       file=str(folder), field="posterior") from None
     try:
         manifest = json.loads(man_path.read_text())
         draws = pd.read_parquet(post_path)

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -49,7 +47,7 @@ import yaml
 from .. import __version__
 from ..engine.codegen import compile_model, declaration_key
 from ..engine.sbml import checked_text, to_sbml
-from ..errors import ExportError
+from ..errors import ChemohostError, ExportError
 from ..protocol.dosing import dose_table
 from .problem import Problem, ProblemError, Row, load_problem
 
@@ -234,17 +232,28 @@ def sidecar(problem: Problem) -> dict:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ProblemError(f"--out {out} exists and is not a folder; choose a folder path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ProblemError(f"--out {out} exists and is not empty; choose a new folder or pass --force to replace it")
+    from ..outputs import LOCK, MARKER, STAGING, check_out_path
+
+    try:
+        check_out_path(out)
+    except ProblemError:
+        raise
+    except ChemohostError as exc:
+        raise ProblemError(str(exc)) from None
+    if out.is_dir() and not force:
+        ours = {LOCK, MARKER}
+        if any(p.name not in ours and not p.name.startswith(STAGING) for p in out.iterdir()):
+            raise ProblemError(f"--out {out} exists and is not empty; choose a new folder or pass --force to replace it")
 
 
 def export_petab(problem: Problem | str | Path, out: str | Path, force: bool = False) -> dict[str, Path]:
-    """Write the PEtab v1 problem into folder ``out`` atomically; returns {file name: path}.
+    """Write the PEtab v1 problem into folder ``out``; returns {file name: path}.
 
-    The files are staged in a temporary folder beside ``out`` and moved into place only when all
-    were written; an existing non-empty ``out`` is refused unless ``force`` (then replaced whole)."""
+    The files are staged inside ``out`` and published with a completion marker
+    (:mod:`chemohost.outputs`); an existing non-empty ``out`` is refused unless ``force`` (then its
+    other contents are removed, so the folder holds exactly this problem)."""
+    from ..outputs import LOCK, STAGING, write_atomically
+
     out = Path(out)
     _check_out(out, force)
     if not isinstance(problem, Problem):
@@ -252,11 +261,8 @@ def export_petab(problem: Problem | str | Path, out: str | Path, force: bool = F
     sbml = gated_sbml(problem)
     tables = petab_tables(problem)
     meta = sidecar(problem)
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    old = None
-    try:
+
+    def write(tmp: Path) -> None:
         (tmp / "model.xml").write_text(sbml)
         for name, df in tables.items():
             df.to_csv(tmp / name, sep="\t", index=False)
@@ -265,18 +271,16 @@ def export_petab(problem: Problem | str | Path, out: str | Path, force: bool = F
                               "measurement_files": ["measurements.tsv"], "observable_files": ["observables.tsv"]}]}
         (tmp / "problem.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         (tmp / "chemohost_petab.json").write_text(json.dumps(meta, indent=2, default=str))
-        _check_out(out, force)
-        if out.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.replace(out, old / "out")
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if old is not None:
-                os.replace(old / "out", out)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if force and out.is_dir():  # --force: the folder holds exactly this problem afterwards
+            for p in out.iterdir():
+                if p.name in FILES or p.name == LOCK or p.name.startswith(STAGING):
+                    continue
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    try:
+        write_atomically(out, write)
+    except ProblemError:
+        raise
+    except ChemohostError as exc:
+        raise ProblemError(str(exc)) from None
     return {name: out / name for name in FILES}

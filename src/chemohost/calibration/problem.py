@@ -67,9 +67,8 @@ from ..model.params import parameter_set
 from ..model.registry import get_model
 from ..protocol.dosing import Regimen
 from ..scenario import RegimenSpec, _format_validation, build_regimens, load_yaml_mapping, perturbations_field
+from ..spec_types import Quantity  # one quantity type for every input file
 from ..units import conversion_factor, normalise_unit, parse_quantity, ureg
-
-Quantity = str | float | int
 
 MEASUREMENT_COLUMNS = ("observable", "species", "condition", "time", "time_unit", "value", "unit", "spread",
                        "spread_type", "n", "censoring", "lloq", "statistic", "source", "location", "extraction",

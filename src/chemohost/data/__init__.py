@@ -54,7 +54,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ..errors import ParameterError, UnitError
 from ..units import normalise_unit, ureg
@@ -133,13 +132,13 @@ def _choice(file, line, column, text: str, allowed: tuple[str, ...]) -> str:
 
 
 def _read_yaml(path: Path, what: str) -> dict:
+    from ..errors import ScenarioError
+    from ..yamlio import load_file
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ParameterError(f"{path}: {what} file not found") from None
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{path}: not valid YAML ({exc})") from None
+        data = load_file(path, what)  # duplicate keys, alias bombs, deep nesting refused
+    except ScenarioError as exc:
+        raise ParameterError(str(exc)) from None
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping of {what} entries at the top level, "
                              f"got {type(data).__name__}")

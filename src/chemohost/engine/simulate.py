@@ -401,6 +401,8 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         numba.set_num_threads(threads_before)
     status[bad] = 4
     status[~np.isfinite(P).all(axis=1)] = 3  # non-finite parameters: reported as non_finite
+    # an output that is NaN/inf (e.g. a ratio of two states that both reached zero) is never 'ok'
+    status[(status == 0) & ~np.isfinite(res).all(axis=(1, 2))] = 3
     failed = status != 0
     res[failed] = np.nan
     factors, dose_time, dose_status = factors[:, :D], dose_time[:, :D], dose_status[:, :D]

@@ -341,7 +341,7 @@ def _control_arm(scenario: str):
 
     from ..studies.trial import Trial, control_arm_data, run_trial
 
-    d, path = control_arm_data(Path(__file__).resolve().parents[3] / "scenarios" / scenario)
+    d, path = control_arm_data(Path(__file__).resolve().parents[1] / "scenarios" / scenario)
     d["keep_timecourses"] = 0
     res = run_trial(Trial.from_dict(d, str(path)), patients=TRIAL_CHECK_PATIENTS)
     s = res.summary["arms"][d["control"]]

@@ -25,7 +25,7 @@ from .framework import CheckResult, check
 
 OPTS = SolverOptions(rtol=1e-8, atol=1e-12)
 PATIENTS = 400  # virtual patients per arm in the trial-level checks (same seed as the shipped trial)
-SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"  # package data (also ./scenarios in a checkout)
 
 
 def _dfdctp_course(dose_mg_m2: float, minutes: float, km: float | None = None):

@@ -24,10 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 import textwrap
 import time
 import traceback
@@ -212,9 +209,10 @@ def run_checks(ids: list[str] | None = None, out: str | Path | None = None) -> l
     load_checks()
     checks = select_checks(ids)
     if out is not None:
+        from ..outputs import check_out_path
+
         out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise ChemohostError(f"--out {out} exists and is not a folder; choose a folder path")
+        check_out_path(out)  # before the checks run, not after
     results, figures = [], []
     for c in checks:
         row, fig = _run_one(c)
@@ -289,12 +287,11 @@ def _save_figure(row: dict, draw: Callable[[Figure], None] | None, path: Path) -
 
 
 def write_results(results: list[dict], figures: list[Callable[[Figure], None] | None], out: Path) -> None:
-    """Write ``validation.json`` and ``figures/<id>.png`` into ``out`` via a temporary folder."""
-    out = Path(out)
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
+    """Write ``validation.json`` and ``figures/<id>.png`` into ``out`` (staged inside it, published with
+    a completion marker by :func:`chemohost.outputs.write_atomically`)."""
+    from ..outputs import write_atomically
+
+    def write(tmp: Path) -> None:
         figdir = tmp / "figures"
         figdir.mkdir()
         for row, draw in zip(results, figures):
@@ -302,15 +299,8 @@ def write_results(results: list[dict], figures: list[Callable[[Figure], None] | 
             if note:
                 row["details"] = f"{row['details']}\n{note}".strip()
         (tmp / "validation.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-        # everything is written: swap it in (renames within one file system)
-        out.mkdir(parents=True, exist_ok=True)
-        old = out / "figures"
-        if old.exists():
-            os.replace(old, tmp / "figures.old")
-        os.replace(figdir, old)
-        os.replace(tmp / "validation.json", out / "validation.json")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_atomically(out, write)
 
 
 def format_table(results: list[dict]) -> str:

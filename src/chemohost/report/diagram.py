@@ -17,8 +17,6 @@ Every arrow carries a class (``flow``, ``signal``, ``dose``) so tests and tools 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -453,16 +451,8 @@ def diagram_svg(model: Model) -> str:
 
 
 def write_diagram(model: Model, path: str | Path) -> Path:
-    """Write :func:`diagram_svg` to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = diagram_svg(model)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write :func:`diagram_svg` to ``path`` atomically (checked path, temporary file, then rename)."""
+    from ..outputs import check_out_path, write_file_atomically
+
+    check_out_path(path, kind="file")  # before drawing
+    return write_file_atomically(path, diagram_svg(model))

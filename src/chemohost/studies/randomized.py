@@ -75,7 +75,7 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
         raise ScenarioError(f"--per-arm must be a whole number >= 2, got {per_arm!r}", file=f, field="per_arm")
     if len(trial.arms) < 2:
         raise ScenarioError("a randomised design needs a control and at least one other arm", file=f, field="arms")
-    if spec.population.get("targets"):
+    if spec.population.targets:
         raise ScenarioError("population targets (virtual-population selection) are not supported with "
                             "--design randomized; drop population.targets or use the paired design",
                             file=f, field="population.targets")

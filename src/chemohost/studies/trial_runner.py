@@ -89,7 +89,7 @@ def sample_trial_patients(trial: Trial, n: int, seed: int):
     from ..population.virtual import sample_population
 
     spec = trial.spec
-    pop = dict(spec.population)
+    pop = spec.population.model_dump(exclude_none=True)
     targets = pop.pop("targets", None)
     factor = int(pop.pop("candidates_per_patient", 5))
     acceptance = None
@@ -171,8 +171,11 @@ def status_labels(codes) -> pd.Categorical:
 
 
 def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None, chunk_size: int | None = None,
-              progress: bool = False) -> TrialResult:
-    """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr."""
+              progress: bool = False, checkpoint=None) -> TrialResult:
+    """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr.
+
+    ``checkpoint``: a callable ``(fingerprint) -> studies.checkpoint.Checkpoint`` that records every
+    finished chunk (and reads back those of an interrupted run when resuming)."""
     from .scans import scan_schedule
     from .trial_stats import summarise_paired
 
@@ -199,18 +202,30 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
         chunk = min(chunk, max(64, -(-n // 10)))
     e_os = os_exponentials(seed, n)  # the same draws in every arm (paired design)
     sched = scan_schedule(trial.scan_model, trial.follow_up_days, seed, np.arange(n))  # same scan days in every arm
+    from .checkpoint import Checkpoint
+
+    ck = checkpoint({"design": "paired", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
+                     "seed": seed, "patients": n, "chunk": chunk, "model_code_hash": st.cm.source_hash,
+                     "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
     n_resim = 0
-    for arm, regs in trial.arms.items():
+    for a, (arm, regs) in enumerate(trial.arms.items()):
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            res, ep, k_re = simulate_arm_chunk(st, P[s:e], regs, np.arange(s, e), sched[s:e], e_os[s:e])
-            n_resim += k_re
-            if s < keep:
-                m = min(keep, e) - s
+            m = max(0, min(keep, e) - s)
+            done = ck.load(f"arm{a}-{s}")
+            if done is None:
+                res, ep, k_re = simulate_arm_chunk(st, P[s:e], regs, np.arange(s, e), sched[s:e], e_os[s:e])
+                arrays = {"k_re": np.array([k_re])}
+                arrays.update({f"kept_{o}": res.output(o)[:m] for o in OUTPUTS} if m else {})
+                ep = ck.save(f"arm{a}-{s}", ep, arrays)
+            else:
+                ep, arrays = done
+            n_resim += int(arrays["k_re"][0])
+            if m:
                 for o in OUTPUTS:
-                    kept[o][s:s + m] = res.output(o)[:m]
+                    kept[o][s:s + m] = arrays[f"kept_{o}"]
             parts.append(ep)
             if bar is not None:
                 bar.set_postfix_str(arm, refresh=False)
@@ -232,6 +247,8 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     summary, deltas = summarise_paired(pdf, trial, seed)
     summary["population"] = {"n_per_arm": n, "selection_acceptance_rate": acceptance}
     summary["patient_arms_resimulated_after_progression"] = n_resim
+    if ck.resumed:
+        summary["resumed_chunks"] = ck.resumed
     pdf = pdf.rename(columns={"bor": "best_response", "max_neutropenia_grade": "neutropenia_grade_max",
                               "nlr_d28": "nlr_day28"})
     return TrialResult(trial, pdf, summary, samples,

@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, create_model, model_validator
 
 from ..errors import ChemohostError, ScenarioError
 from ..model.registry import get_model
-from ..scenario import (Quantity, RegimenSpec, SolverSpec, _format_validation, _Strict, build_regimens,
-                        load_yaml_mapping, perturbations_field, quantity_field)
-
+from ..scenario import (RegimenSpec, SolverSpec, _format_validation, _Strict, build_regimens, load_yaml_mapping,
+                        perturbations_field, quantity_field)
+from ..spec_types import (MAX_HORIZON_DAYS, MIN_LAB_INTERVAL_DAYS, Patients, Quantity, Seed, count, duration)
 from .endpoint_registry import check_model, needed_outputs
 
 #: model outputs the trial endpoints read (from the endpoint registry; checked at load time)
@@ -27,29 +27,76 @@ OUTPUTS = needed_outputs()
 DAYS_PER_MONTH = 30.4375
 
 
+def _target(v):
+    from ..population.virtual import PopulationError, TargetDistribution
+
+    try:
+        TargetDistribution.from_dict(v)
+    except PopulationError as exc:
+        raise ValueError(f"{exc}; e.g. {{lognormal: {{median: 3.5, sd_log: 0.5}}}} or {{kind: normal, mean: 68, "
+                         f"sd: 7}}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a target distribution ({exc}); e.g. {{lognormal: {{median: 3.5, sd_log: 0.5}}}}") \
+            from None
+    return v
+
+
+def _population_model():
+    """``population:`` of a trial, typed from :class:`~chemohost.population.virtual.PopulationSpec`:
+    every distribution field a finite number, plus the selection settings."""
+    from dataclasses import fields
+
+    from ..population.virtual import PopulationSpec
+    from ..spec_types import _finite
+
+    spec_fields = {f.name: (_finite(what=f"population.{f.name}") | None, None) for f in fields(PopulationSpec)}
+    return create_model(
+        "PopulationFields", __base__=_Strict,
+        candidates_per_patient=(count(1, 1000, "candidates sampled per selected patient") | None, None),
+        targets=(dict[str, Annotated[dict, AfterValidator(_target)]] | None, None),
+        **spec_fields)
+
+
+PopulationFields = _population_model()
+
+
 class TrialSpec(_Strict):
-    name: str
-    description: str = ""
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
     model: str = "host_response"
     species: Literal["human", "mouse"] = "human"
-    seed: int = 0
-    patients: int = Field(200, description="virtual patients per arm")
-    follow_up: Quantity = "12 month"
+    seed: Seed = 0
+    patients: Patients = Field(200, description="virtual patients per arm")
+    follow_up: duration("follow_up", 0.0, MAX_HORIZON_DAYS, limit="MAX_HORIZON_DAYS = 100 years") = \
+        Field("12 month", description="simulated time after the first dose (also accepted as 'horizon', the "
+                                      "scenario's name for it)")
     control: str
-    arms: dict[str, list[RegimenSpec]]
-    population: dict = Field(default_factory=dict)
+    arms: dict[str, list[RegimenSpec]] = Field(max_length=100)
+    population: PopulationFields = Field(default_factory=PopulationFields)
     indication: str | None = Field(None, description="disease layer from studies/data/indications.csv")
-    parameters: dict[str, Quantity] = Field(default_factory=dict)
-    perturbations: list[str] = Field(default_factory=list)
-    assessment_interval: Quantity = "8 week"
-    scan_window: Quantity = Field("7 day", description="+/- visit window of each scan (uniform, whole days)")
+    parameters: dict[str, Quantity] = Field(default_factory=dict, max_length=1_000)
+    perturbations: list[str] = Field(default_factory=list, max_length=100)
+    assessment_interval: duration("assessment_interval", 1.0, MAX_HORIZON_DAYS, lo_inclusive=True) = "8 week"
+    scan_window: duration("scan_window", 0.0, 365.0, lo_inclusive=True) = \
+        Field("7 day", description="+/- visit window of each scan (uniform, whole days)")
     scan_measurement_error: bool = Field(True, description="measurement error of the sum of diameters (Oxnard 2011)")
     stop_treatment_at_progression: bool = Field(True, description="no dose after the scan that shows progression")
-    lab_interval: Quantity = Field("7 day", description="blood counts for CTCAE grading (weekly in the "
-                                                        "calibration trials); '1 day' grades every simulated day")
-    chunk_size: int = 1000
-    keep_timecourses: int = 200
+    lab_interval: duration("lab_interval", MIN_LAB_INTERVAL_DAYS, MAX_HORIZON_DAYS, lo_inclusive=True,
+                           limit="MIN_LAB_INTERVAL = 1 h") = \
+        Field("7 day", description="blood counts for CTCAE grading (weekly in the calibration trials); '1 day' "
+                                   "grades every simulated day")
+    chunk_size: count(1, 100_000) = 1000
+    keep_timecourses: count(0, 10_000) = 200
     solver: SolverSpec = Field(default_factory=lambda: SolverSpec(rtol=1e-4, atol=1e-8))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _horizon_alias(cls, data):
+        if isinstance(data, dict) and "horizon" in data:
+            if "follow_up" in data:
+                raise ValueError("give 'follow_up' or its alias 'horizon', not both")
+            data = {("follow_up" if k == "horizon" else k): v for k, v in data.items()}
+        return data
 
 
 @dataclass
@@ -82,57 +129,86 @@ class Trial:
         return t
 
     def _resolve(self):
+        from ..guards import schedule_problems
+        from ..spec_types import Collector
+
         s, f = self.spec, self.source
-        if s.patients < 1:
-            raise ScenarioError("number of patients per arm must be >= 1", file=f, field="patients")
-        if s.chunk_size < 1:
-            raise ScenarioError("chunk_size must be >= 1", file=f, field="chunk_size")
-        if not s.arms:
-            raise ScenarioError("give at least one arm", file=f, field="arms")
+        col = Collector(f)  # independent checks: every problem of the file is reported at once
+        self.warnings: list[tuple[str, str]] = []
         if s.control not in s.arms:
-            raise ScenarioError(f"control arm '{s.control}' is not one of the arms: {', '.join(s.arms)}",
-                                file=f, field="control")
+            col.add("control", f"control arm '{s.control}' is not one of the arms: {', '.join(s.arms) or '(none)'}")
+        if not s.arms:
+            col.add("arms", "give at least one arm")
         try:
             self.model = get_model(s.model)
         except ChemohostError as exc:
-            raise ScenarioError(str(exc), file=f, field="model") from None
-        check_model(self.model, f, "model")
-        self.arms = {name: build_regimens(regs, self.model.drugs, f, f"arms.{name}") for name, regs in s.arms.items()}
-        self.follow_up_days = quantity_field(s.follow_up, "day", f, "follow_up")
+            col.add("model", str(exc))
+            col.raise_if_any()
+        with col.check("model"):
+            check_model(self.model, f, "model")
+        self.arms = {}
+        for name, regs in s.arms.items():
+            with col.check(f"arms.{name}"):
+                self.arms[name] = build_regimens(regs, self.model.drugs, f, f"arms.{name}")
+        self.follow_up_days = quantity_field(s.follow_up, "day", f, "follow_up")  # bounded by the schema
         self.assess_days = quantity_field(s.assessment_interval, "day", f, "assessment_interval")
         self.lab_days = quantity_field(s.lab_interval, "day", f, "lab_interval")
-        if not 0 < self.lab_days <= self.follow_up_days:
-            raise ScenarioError("lab_interval must be > 0 and within the follow-up", file=f, field="lab_interval")
+        if self.lab_days > self.follow_up_days:
+            col.add("lab_interval", f"must be within the follow-up ({self.follow_up_days:g} days), got "
+                                    f"{self.lab_days:g} days")
         if s.indication is not None:
             from .indications import load_indication
 
-            try:
+            with col.check("indication"):
                 self.indication = load_indication(s.indication, self.model.parameters)
-            except ChemohostError as exc:
-                raise ScenarioError(str(exc), file=f, field="indication") from None
         longest = max((r.cycle_length for regs in self.arms.values() for r in regs), default=0.0)
-        if not self.follow_up_days >= longest or self.follow_up_days <= 0:
-            raise ScenarioError(f"follow-up ({self.follow_up_days:g} days) is shorter than one treatment cycle "
-                                f"({longest:g} days); lengthen follow_up", file=f, field="follow_up")
-        if not 0 < self.assess_days <= self.follow_up_days:
-            raise ScenarioError("assessment_interval must be > 0 and within the follow-up", file=f,
-                                field="assessment_interval")
+        if self.follow_up_days < longest:
+            col.add("follow_up", f"follow-up ({self.follow_up_days:g} days) is shorter than one treatment cycle "
+                                 f"({longest:g} days); lengthen follow_up")
+        if self.assess_days > self.follow_up_days:
+            col.add("assessment_interval", f"must be within the follow-up ({self.follow_up_days:g} days), got "
+                                           f"{self.assess_days:g} days")
         window = quantity_field(s.scan_window, "day", f, "scan_window")
-        if not 0 <= window < self.assess_days / 2:
-            raise ScenarioError(f"scan_window must be >= 0 and less than half the assessment interval "
-                                f"({self.assess_days / 2:g} days), got {window:g} days", file=f, field="scan_window")
+        if not window < self.assess_days / 2:
+            col.add("scan_window", f"must be less than half the assessment interval ({self.assess_days / 2:g} days), "
+                                   f"got {window:g} days")
+        for name, regs in self.arms.items():
+            errs, warns = schedule_problems(regs, self.model, s.species, self.follow_up_days, f"arms.{name}",
+                                            "follow_up")
+            for line in errs:
+                col.add(*line)
+            self.warnings.extend(warns)
+        targets = s.population.targets or {}
+        if targets:
+            import numpy as np
+
+            from ..population.virtual import N_COVARIATE_COLUMNS, PopulationSpec, covariates_from_normals
+
+            columns = list(covariates_from_normals(PopulationSpec(), np.zeros((1, N_COVARIATE_COLUMNS))).columns)
+            for key in targets:
+                if key not in columns:
+                    col.add(f"population.targets.{key}", f"not a covariate of the virtual population; allowed: "
+                                                         f"{', '.join(c for c in columns if c != 'patient')}")
+        with col.check("population"):
+            from ..population.virtual import PopulationError, PopulationSpec
+
+            try:
+                PopulationSpec.from_dict(s.population.model_dump(exclude_none=True,
+                                                                 exclude={"targets", "candidates_per_patient"}))
+            except PopulationError as exc:
+                raise ScenarioError(str(exc), file=f, field="population") from None
+        with col.check("perturbations"):
+            self.perturbation_overrides = perturbations_field(s.perturbations, self.model.parameters, f)
+        if s.parameters:  # check names and units at load time, not after compiling
+            from ..api import parameter_vector
+
+            with col.check("parameters"):
+                parameter_vector(self.model, s.species, s.parameters)
+        col.raise_if_any()
         from .scans import ScanModel
 
         self.scan_model = ScanModel(interval_days=self.assess_days, window_days=window,
                                     measurement_error=s.scan_measurement_error)
-        self.perturbation_overrides = perturbations_field(s.perturbations, self.model.parameters, f)
-        if s.parameters:  # check names and units at load time, not after compiling
-            from ..api import parameter_vector
-
-            try:
-                parameter_vector(self.model, s.species, s.parameters)
-            except ChemohostError as exc:
-                raise ScenarioError(str(exc), file=f, field="parameters") from None
 
 
 def _format_validation_trial(exc: ValidationError, file: str) -> ScenarioError:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..outputs import json_safe
-
 from .trial_runner import TrialResult
 from .trial_spec import DAYS_PER_MONTH
 

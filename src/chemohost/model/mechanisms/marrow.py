@@ -96,8 +96,8 @@ MODULE = Module(
         Output("mdsc0", "bm_anc0*bm_pol0", "1e9/L", "baseline PMN-MDSC"),
         Output("mdsc_rel", "mdsc/mdsc0", "dimensionless", "PMN-MDSC relative to baseline"),
         Output("NLR", "ANC/lymph", "dimensionless", "neutrophil-to-lymphocyte ratio"),
-        Output("gmp_frequency", "gmp/(gmp + mdp + clp + hspc)*4", "dimensionless",
-               "GMP share of marrow progenitors relative to healthy (1 = healthy)"),
+        Output("gmp_frequency", "gmp/(gmp + mdp + clp + hspc + 1e-12)*4", "dimensionless",
+               "GMP share of marrow progenitors relative to healthy (1 = healthy; 0 once the marrow is empty)"),
     ),
     flows=(
         Flow("hspc_self_renewal", None, "hspc", f"{KD}*hspc*{FB}*(1 - bm_c_exh*hsc_exh)", "self-renewing divisions"),

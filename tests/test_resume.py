@@ -1,0 +1,91 @@
+"""Checkpoint and resume (issue 10): a real `chemohost trial` killed with SIGKILL mid-way continues
+with --resume from its last finished chunk, losing and duplicating no patient, and writes a
+patients.parquet identical to an uninterrupted run; a stale or foreign checkpoint is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from chemohost.cli import main
+from chemohost.outputs import PARTIAL, verify_output
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _trial_file(tmp_path: Path, n: int = 120) -> Path:
+    d = yaml.safe_load((ROOT / "scenarios" / "trial_pancreatic_il1_blockade.yaml").read_text())
+    d["arms"] = {k: v for k, v in list(d["arms"].items())[:2]}
+    for regs in d["arms"].values():
+        for r in regs:
+            r["cycles"] = 2
+    d.update(patients=n, follow_up="3 month", chunk_size=10, keep_timecourses=15)
+    f = tmp_path / "trial.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    return f
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "chemohost.cli", *args]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    f = _trial_file(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = tmp_path / "ref"
+    r = subprocess.run(_cli("trial", str(f), "--out", str(ref)), capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    p = subprocess.Popen(_cli("trial", str(f), "--out", str(out)), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env)
+    partial = out / PARTIAL
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        if partial.is_dir() and len(list(partial.glob("*.parquet"))) >= 5:
+            break
+        if p.poll() is not None:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done = len(list(partial.glob("*.parquet")))
+    assert 5 <= done < 24, done  # killed mid-way: 2 arms x 12 chunks
+    assert not (out / "patients.parquet").exists()
+    with pytest.raises(Exception, match="no completion marker"):
+        verify_output(out)
+    # without --resume the checkpoints are not silently thrown away
+    r = subprocess.run(_cli("trial", str(f), "--out", str(out)), capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 2 and "--resume" in r.stderr and "interrupted run" in r.stderr
+    r = subprocess.run(_cli("trial", str(f), "--out", str(out), "--resume"), capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "read back from the interrupted run" in r.stdout
+    verify_output(out)
+    assert not partial.exists()
+    a, b = pd.read_parquet(ref / "patients.parquet"), pd.read_parquet(out / "patients.parquet")
+    assert len(b) == 240 and not b.duplicated(["arm", "patient"]).any()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_resume_refuses_checkpoints_of_another_run(tmp_path, capsys):
+    from chemohost.studies.checkpoint import Checkpoint
+
+    out = tmp_path / "out"
+    ck = Checkpoint(out / PARTIAL, {"seed": 1, "patients": 10})
+    ck.save("arm0-0", pd.DataFrame({"patient": [0]}))
+    f = _trial_file(tmp_path, n=20)
+    assert main(["trial", str(f), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "belong to another run" in err and "seed" in err
+    assert main(["trial", str(f), "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
+    assert main(["trial", str(f), "--out", str(out), "--force"]) == 0  # --force discards and starts over
+    verify_output(out)
