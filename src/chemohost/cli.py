@@ -335,18 +335,25 @@ def _models(args) -> int:
     return 0
 
 
-def _params(args) -> int:
-    from .model.params import parameter_table_markdown
+def _model_arg(name: str):
+    """The model named by --model; an unknown name is an error naming the option."""
     from .model.registry import get_model
 
-    print(parameter_table_markdown(get_model(args.model), args.species))
+    try:
+        return get_model(name)
+    except ChemohostError as exc:
+        raise ChemohostError(f"--model: {exc}") from None
+
+
+def _params(args) -> int:
+    from .model.params import parameter_table_markdown
+
+    print(parameter_table_markdown(_model_arg(args.model), args.species))
     return 0
 
 
 def _outputs(args) -> int:
-    from .model.registry import get_model
-
-    m = get_model(args.model)
+    m = _model_arg(args.model)
     for s in m.species.values():
         print(f"{s.name:24s} species  [{s.unit}] {s.description}")
     for o in m.outputs.values():
@@ -369,10 +376,9 @@ def _validate(args) -> int:
 
 
 def _diagram(args) -> int:
-    from .model.registry import get_model
     from .report.diagram import diagram_stats, write_diagram
 
-    model = get_model(args.model)
+    model = _model_arg(args.model)
     path = write_diagram(model, args.out)
     st = diagram_stats(model)
     print(f"wrote {path} (model {model.name}: {st['modules']} modules, {st['species']} species, "

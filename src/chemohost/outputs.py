@@ -63,7 +63,9 @@ def json_safe(x):
 
 
 def _err(msg: str) -> ScenarioError:
-    return ScenarioError(msg, field="--out")
+    err = ScenarioError(msg)  # the message names --out itself
+    err.field = "--out"
+    return err
 
 
 def _nearest_existing(p: Path) -> Path:
@@ -79,6 +81,20 @@ def check_out_path(out: str | Path, expected_bytes: int = 0, kind: str = "folder
     """Checks of an output path before anything is computed; returns it absolute."""
     if out is None or str(out).strip() == "":
         raise _err("--out is empty; give a folder for the results, e.g. --out out/run1")
+    text = str(out)
+    if "\x00" in text:
+        raise _err("--out contains a NUL character; give a plain path")
+    long_part = next((p for p in Path(text).parts if len(os.fsencode(p)) > 255), None)
+    if long_part is not None or len(os.fsencode(text)) > 4000:
+        raise _err(f"--out {_clip(text)}: a path component is longer than 255 bytes or the path longer than 4000; "
+                   "give a shorter path")
+    try:
+        return _check_out_path(out, expected_bytes, kind)
+    except OSError as exc:  # anything the file system refuses that the checks above did not foresee
+        raise _err(f"--out {_clip(text)}: {exc.strerror or exc}") from None
+
+
+def _check_out_path(out, expected_bytes: int, kind: str) -> Path:
     out = Path(out).expanduser()
     absolute = Path(os.path.abspath(out))
     if kind == "folder" and absolute == Path.cwd().resolve():
@@ -209,6 +225,8 @@ class OutputFolder:
                     hashes[str(f.relative_to(tmp))] = _sha256(f)
             marker = self.path / MARKER
             previous = read_marker(self.path)
+            if previous:
+                self._say(f"replacing the previous result in {self.path} (written {previous.get('written_utc', '?')})")
             marker.unlink(missing_ok=True)  # from here until the new marker: visibly incomplete
             new_top = {e.name for e in entries}
             if previous:
@@ -304,13 +322,21 @@ def write_atomically(out: str | Path, write: Callable[[Path], None], info: dict 
 def write_file_atomically(path: str | Path, text: str) -> Path:
     """Write one text file: checked path, a temporary file beside it, then a rename."""
     path = check_out_path(path, kind="file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".chemohost.tmp-", dir=path.parent)
+    except OSError as exc:
+        raise _err(f"--out {_clip(path)}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise _err(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+        raise _err(f"--out {_clip(path)}: cannot write ({exc.strerror or exc})") from None
     return path
+
+
+def _clip(p, n: int = 120) -> str:
+    s = str(p)
+    return s if len(s) <= n else s[:60] + f"...<{len(s):,} characters>"

@@ -46,8 +46,8 @@ class RegimenSpec(_Strict):
     dose: Quantity = Field(description="amount per administration: '1000 mg/m2', '120 mg/kg' or '50 mg'")
     route: Literal["iv", "ip", "sc", "oral"] = "iv"
     infusion: Quantity | None = Field(None, description="zero-order infusion duration, e.g. '30 min'")
-    days: list[count(1, 36_525, "1-based: day 1 = cycle start")] = Field(default_factory=lambda: [1], max_length=10_000,
-                                         description="1-based treatment days in each cycle")
+    days: list[count(1, 3_660, "1-based: day 1 = cycle start; cycles up to 10 years")] = Field(
+        default_factory=lambda: [1], max_length=1_000, description="1-based treatment days in each cycle")
     cycle_length: Quantity = "21 day"
     cycles: count(1, 10_000) = 1
     start: Quantity = "0 day"
@@ -102,8 +102,8 @@ def load_yaml_mapping(path: str | Path, what: str, required: str) -> tuple[dict,
     and oversized files refused by :mod:`chemohost.yamlio`); every failure is a ScenarioError."""
     from .yamlio import load_file
 
-    path = Path(path)
     data = load_file(path, what)
+    path = Path(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"a {what} must be a YAML mapping with {required}", file=str(path))
     return data, path

@@ -165,7 +165,9 @@ def loc_text(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            name = str(part)
+            name = name if len(name) <= 40 else f"{name[:20]}...<{len(name):,} characters>"
+            out += ("." if out else "") + name
     return out
 
 
@@ -210,7 +212,7 @@ def validation_lines(exc: ValidationError, root: type[BaseModel]) -> list[tuple[
         if err["type"] == "extra_forbid" or err["type"] == "extra_forbidden":
             owner = model_at(loc, root)
             allowed = sorted(owner.model_fields) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            close = difflib.get_close_matches(str(loc[-1])[:100], allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             shown = ", ".join(allowed[:12]) + (f", ... ({len(allowed)} in all; `chemohost schema` lists them)"
                                                if len(allowed) > 12 else "")

@@ -143,12 +143,14 @@ class ProblemSpec(_Strict):
     description: str = ""
     model: str
     species: Literal["human", "mouse"] = "human"
-    parameters: dict[str, Quantity] = Field(default_factory=dict)
-    perturbations: list[str] = Field(default_factory=list)
-    measurements: list[MeasurementSource] = Field(description="tables of measurements, e.g. [{table: NAME}]")
+    parameters: dict[str, Quantity] = Field(default_factory=dict, max_length=1_000)
+    perturbations: list[str] = Field(default_factory=list, max_length=100)
+    measurements: list[MeasurementSource] = Field(max_length=100,
+                                                  description="tables of measurements, e.g. [{table: NAME}]")
     conditions: ConditionsSource | None = None
-    observables: dict[str, ObservableSpec] = Field(description="measurement observable -> model quantity")
-    estimate: dict[str, EstimateSpec] = Field(default_factory=dict)
+    observables: dict[str, ObservableSpec] = Field(max_length=1_000,
+                                                   description="measurement observable -> model quantity")
+    estimate: dict[str, EstimateSpec] = Field(default_factory=dict, max_length=200)
 
     @field_validator("problem")
     @classmethod

@@ -38,8 +38,7 @@ class Checkpoint:
         if self.folder.is_dir() and not resume:
             if done and not discard:
                 raise ScenarioError(f"{self.folder.parent} holds the checkpoints of an interrupted run ({len(done)} "
-                                    "finished chunk(s)): give --resume to continue it, or --force to discard them",
-                                    field="--out")
+                                    "finished chunk(s)): give --resume to continue it, or --force to discard them")
             shutil.rmtree(self.folder, ignore_errors=True)
         if resume and self.folder.is_dir() and run.is_file():
             try:
@@ -51,10 +50,9 @@ class Checkpoint:
                               if (old or {}).get(k) != self.fingerprint.get(k))
                 raise ScenarioError(f"--resume: the checkpoints in {self.folder} belong to another run (differs in: "
                                     f"{', '.join(diff) or 'unreadable run.json'}); run without --resume and with "
-                                    "--force to discard them, or use another --out", field="--resume")
+                                    "--force to discard them, or use another --out")
         elif resume and not (self.folder.is_dir() and any(self.folder.glob("*.parquet"))):
-            raise ScenarioError(f"--resume: no checkpoints of an interrupted run in {self.folder.parent}",
-                                field="--resume")
+            raise ScenarioError(f"--resume: no checkpoints of an interrupted run in {self.folder.parent}")
         self.folder.mkdir(parents=True, exist_ok=True)
         _write_atomic(run, json.dumps(self.fingerprint, indent=2).encode())
 
