@@ -8,13 +8,15 @@ timeout, memory cap) and classifies the outcome:
   clean_rejection         exit 2, no traceback, stderr names the input file or the mutated field/flag
   unclear_rejection       exit 2, but the message names neither, is > 600 characters, or repeats pydantic
                           union branches (``field 'horizon.str'`` / ``.float`` / ``.int``)
-  accepted                exit 0 (the mutation may be legitimate)
+  accepted                exit 0, or 3 (results written, some patients failed; flag some_patients_failed)
   accepted_should_reject  exit 0 for a mutation the generator marks must-reject (duplicate keys, BSA <= 0,
                           negative seed, absurd dose, NaN/inf, wrong types, size bombs, ...)
-  traceback               'Traceback (most recent call last)' in the output, or an exit code not in {0, 2}
+  traceback               'Traceback (most recent call last)' in the output, or an exit code not in {0, 2, 3}
   hang                    the per-case timeout was hit (the process group is killed)
   partial_output          non-zero exit, but --out exists and holds new/changed files, or a temporary
                           folder/file (``.NAME.tmp-*``, ``NAME.tmp``) was left behind
+
+A case the fuzzer itself fails to run is recorded as ``fuzzer_error`` (a bug here, not in chemohost).
 
 Secondary observations are recorded as ``flags`` (counted in the summary, never change the outcome):
 ``leftover_tmp`` (temporary files left even on exit 0), ``partial_output`` (also on a hang/traceback),
@@ -22,19 +24,26 @@ Secondary observations are recorded as ``flags`` (counted in the summary, never 
 ``overwrote_existing`` (files of an earlier result in --out were replaced), ``only_first_error`` (a case
 with several injected faults whose message names only some of them), ``late_rejection`` (exit 2 after
 more than ``--late-threshold`` seconds, or after the "compiling model ..." progress line: the fault was
-found after compiling/loading the model or simulating rather than when the file was read; a heuristic), ``memory_error`` (MemoryError / hit the ``--mem-limit-gb`` address-space cap).
+found after compiling/loading the model or simulating rather than when the file was read; a
+heuristic), ``memory_error`` (a MemoryError, e.g. on the ``--mem-limit-gb`` address-space cap: without
+the cap some of these would exhaust the machine or hang instead).
 
 Cases are reproducible from (seed, case id): case ``i`` uses ``random.Random(f"{seed}:{i}")``; ids
 0..len(TARGETED)-1 are the fixed targeted cases (the known bad inputs, in order), later ids draw a
 generic mutation (weighted operator x shipped file).  The case list depends only on the seed, the id
-and the shipped input files of *this* checkout (``--inputs``), not on the chemohost under test.
+and the shipped input files of the ``--inputs`` checkout, not on the chemohost under test: for a
+before/after comparison give both runs the same ``--seed``, ``--cases`` and ``--inputs`` (e.g. a pristine
+worktree of the old commit), and change only ``--src``.  ``--list`` prints the cases without running them.
 
 Usage (from the repository root, with the project's venv)::
 
     export CHEMOHOST_CACHE_DIR=$PWD/.chemohost-cache
     .venv/bin/python scripts/fuzz_inputs.py --cases 400 --seed 1 --out /tmp/fuzz_report
-    # test another source tree (e.g. a pristine worktree of HEAD) instead of the installed package:
-    .venv/bin/python scripts/fuzz_inputs.py --src /work/fuzz_before/src --seed 1 --out /tmp/fuzz_before
+    # before/after: a pristine worktree of the old commit vs the working tree, same cases
+    git worktree add /work/fuzz_before HEAD
+    .venv/bin/python scripts/fuzz_inputs.py --src /work/fuzz_before/src --inputs /work/fuzz_before \
+        --seed 1 --out /tmp/fuzz_before
+    .venv/bin/python scripts/fuzz_inputs.py --src src --inputs /work/fuzz_before --seed 1 --out /tmp/fuzz_after
     # list the cases without running them, or rerun a few (keeping their folders):
     .venv/bin/python scripts/fuzz_inputs.py --seed 1 --list | less
     .venv/bin/python scripts/fuzz_inputs.py --seed 1 --only 5,17 --keep --out /tmp/fz
@@ -227,6 +236,8 @@ SIZE_BOUNDED = {"horizon", "follow_up", "n", "patients", "cycles", "dose"}
 
 def kind_of(path) -> str | None:
     name = leaf_name(path)
+    if "prior" in path:  # prior parameters (means, sds on any scale) have no fixed sign or range
+        return None
     if path and isinstance(path[-1], int) and name == "days":
         return "day"
     if name in TIME_POS:
@@ -279,7 +290,7 @@ def number_variants(value, kind: str, name: str):
               kind in ("dose", "day") or name in SIZE_BOUNDED or kind in ("time_pos", "covariate", "tol")
               and name not in ("lab_interval", "assessment_interval", "infusion", "every", "ii")))
     v.append((w("1e308" if q else 1e308) if not is_int else 2 ** 70, "overflow (1e308 / 2**70)",
-              name != "seed" and kind != "count_nonneg" or name == "keep_timecourses"))
+              (name != "seed" and kind not in ("count_nonneg", "bound")) or name == "keep_timecourses"))
     if q:
         v.append((w("nan"), "NaN quantity", True))
         v.append((w("inf"), "inf quantity", True))
@@ -864,7 +875,7 @@ def gen_semantic(bd, rng, base):
             (lambda: r0.update(route="oral", infusion="30 min"), "oral route with an infusion", True,
              p + ("infusion",)),
             (lambda: r0.update(start="5000 day"), "start after the horizon/follow-up", True, p + ("start",)),
-            (lambda: r0.update(cycle_length="1 h", days=[1]), "cycle_length 1 h", True, p + ("cycle_length",)),
+            (lambda: r0.update(cycle_length="1 h", days=[1]), "cycle_length 1 h", False, p + ("cycle_length",)),
             (lambda: regs.append(copy.deepcopy(r0)), "the same regimen twice (double dose)", False, rpath),
         ]
     if kind in ("scenario", "trial", "problem"):
@@ -880,7 +891,7 @@ def gen_semantic(bd, rng, base):
     if kind == "scenario":
         opts += [
             (lambda: d.__setitem__("outputs", ["ANC", "ANC"]), "duplicate output", True, ("outputs",)),
-            (lambda: d.__setitem__("outputs", []), "empty outputs list", True, ("outputs",)),
+            (lambda: d.__setitem__("outputs", []), "empty outputs list", False, ("outputs",)),
             (lambda: d.__setitem__("event_table", "missing.csv"), "event_table file missing", True,
              ("event_table",)),
             (lambda: (d.pop("regimens", None), d.pop("arms", None), d.__setitem__("event_table", ".")),
@@ -891,12 +902,12 @@ def gen_semantic(bd, rng, base):
             (lambda: (d.pop("regimens", None), d.pop("arms", None), d.__setitem__("event_table", "/dev/zero")),
              "event_table is /dev/zero", True, ("event_table",)),
             (lambda: (d.pop("regimens", None), d.pop("arms", None)), "no regimens and no arms", False, ("regimens",)),
-            (lambda: d.__setitem__("arms", {"a": regs or []}), "both regimens and arms", bool(d.get("regimens")),
-             ("arms",)),
+            (lambda: d.__setitem__("arms", {"a": regs or []}), "both regimens and arms" if d.get("regimens") else
+             "arms replaced by one arm 'a'", bool(d.get("regimens")), ("arms",)),
             (lambda: d.__setitem__("patients", {"n": 2, "covariates": {"no_such_cov": 1}}), "unknown covariate",
              True, ("patients", "covariates")),
-            (lambda: d.__setitem__("species", "mouse"), "species mouse with human doses (mg/m2)",
-             any("m2" in str(r.get("dose", "")) for r in regs or []), ("species",)),
+            (lambda: d.__setitem__("species", "mouse"), "species mouse (doses and parameters of the other species)",
+             False, ("species",)),
         ]
     if kind == "trial":
         opts += [
@@ -1219,27 +1230,38 @@ def _unshare_available() -> bool:
 _UNSHARE_OK = False
 
 
+def _isdir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
 def _snapshot(path: Path) -> dict:
-    if not path.is_dir():
-        return {}
     out = {}
-    for p in path.rglob("*"):
-        try:
-            if p.is_file():
-                st = p.stat()
-                out[str(p.relative_to(path))] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            pass
+    if not _isdir(path):
+        return out
+    try:
+        for p in path.rglob("*"):
+            try:
+                if p.is_file():
+                    st = p.stat()
+                    out[str(p.relative_to(path))] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass
+    except OSError:
+        pass
     return out
 
 
 def _leftovers(folder: Path) -> list[str]:
     found = []
-    for p in folder.rglob("*"):
-        if p.is_symlink():
-            continue
-        if re.search(r"\.tmp(-|$)", p.name) and len(p.relative_to(folder).parts) <= 4:
-            found.append(str(p.relative_to(folder)))
+    try:
+        for p in folder.rglob("*"):
+            if not p.is_symlink() and re.search(r"\.tmp(-|$)", p.name) and len(p.relative_to(folder).parts) <= 4:
+                found.append(str(p.relative_to(folder)))
+    except OSError:
+        pass
     return sorted(found)
 
 
@@ -1283,6 +1305,7 @@ def run_case(case: Case, opts, workdir: Path) -> dict:
         "id": case.id, "category": case.category, "mutation": case.mutation, "must_reject": case.must_reject,
         "command": _shell(case.argv), "exit_code": None if timed_out else rc, "outcome": outcome,
         "reasons": reasons, "flags": flags, "stderr": _clip(se, 300), "stderr_chars": len(se.strip()),
+        "stderr_last": _clip(([l for l in se.strip().splitlines() if l.strip()] or [""])[-1], 300),
         "stdout_tail": _clip(so[-300:], 300), "seconds": round(secs, 2), "base": case.base,
         "fields": case.fields,
     }
@@ -1294,6 +1317,10 @@ def run_case(case: Case, opts, workdir: Path) -> dict:
                 (keep / name).write_bytes(data)
             else:
                 (keep / (name + ".TOO_LARGE")).write_text(f"{len(data)} bytes; rebuild with --only {case.id}\n")
+        for act in case.setup:  # plain files of the setup (e.g. a parent that is a file); the rest: --only ID
+            if act[0] == "file":
+                (keep / act[1]).parent.mkdir(parents=True, exist_ok=True)
+                (keep / act[1]).write_bytes(act[2])
         (keep / "stderr.txt").write_text(se[-20000:])
         rec["inputs"] = str(keep)
     if not opts.keep:
@@ -1331,24 +1358,26 @@ def classify(case: Case, rc, timed_out, so, se, secs, folder, out_path, before, 
         flags.append("leftover_tmp")
         partial = True
         reasons.append("left behind: " + ", ".join(left[:3]))
-    if out_path is not None and case.out not in ("", ".", "..") and out_path.is_dir():
+    if out_path is not None and case.out not in ("", ".", "..") and _isdir(out_path):
         after = _snapshot(out_path)
         changed = [k for k, v in after.items() if before.get(k) != v]
         if before and any(k in before for k in changed):
             flags.append("overwrote_existing")
-        if changed and (timed_out or rc != 0):
+        if changed and (timed_out or rc not in (0, 3)):
             partial = True
             reasons.append(f"--out holds {len(changed)} new/changed file(s) after a failure")
-    if partial and (timed_out or rc != 0):
+    if partial and (timed_out or rc not in (0, 3)):
         flags.append("partial_output")
     if timed_out:
         return "hang", reasons + [f"no exit within {opts.timeout:g} s"], sorted(set(flags))
-    if TRACEBACK in both or rc not in (0, 2):
+    if TRACEBACK in both or rc not in (0, 2, 3):
         last = [l for l in se.strip().splitlines() if l.strip()][-1:] or [""]
         return "traceback", reasons + [f"exit {rc}: {last[0][:200]}"], sorted(set(flags))
-    if rc != 0 and partial:
+    if rc not in (0, 3) and partial:
         return "partial_output", reasons, sorted(set(flags) - {"partial_output"})
-    if rc == 0:
+    if rc == 3:  # results written, some patient simulations failed (chemohost >= the issue-10 input layer)
+        flags.append("some_patients_failed")
+    if rc in (0, 3):
         return ("accepted_should_reject" if case.must_reject else "accepted"), reasons, sorted(set(flags))
     # exit 2: how clear is the message?
     msg = se.strip()
@@ -1356,8 +1385,9 @@ def classify(case: Case, rc, timed_out, so, se, secs, folder, out_path, before, 
     named = [n for n in case.names if n and n.lower() in low]
     if not named:
         reasons.append("names neither the file nor the field")
-    if len(msg) > MAX_MESSAGE:
-        reasons.append(f"message is {len(msg)} characters")
+    longest = max((len(line) for line in msg.splitlines()), default=0)
+    if longest > MAX_MESSAGE:  # one error per line: judge each line
+        reasons.append(f"a message line is {longest} characters")
     if UNION_BRANCH.search(msg):
         reasons.append("repeats pydantic union branches (.str/.float/.int)")
     if len(case.fields) > 1:
@@ -1387,9 +1417,9 @@ def write_summary(records: list, opts, wall: float, src_file: str):
     lines.append("")
     counts = {o: 0 for o in OUTCOMES}
     for r in records:
-        counts[r["outcome"]] += 1
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     lines += ["## Outcomes", "", "| outcome | cases |", "|---|---:|"]
-    lines += [f"| {o} | {counts[o]} |" for o in OUTCOMES]
+    lines += [f"| {o} | {n} |" for o, n in counts.items()]
     lines += [f"| **total** | {len(records)} |", ""]
     fl: dict[str, int] = {}
     for r in records:
@@ -1410,7 +1440,7 @@ def write_summary(records: list, opts, wall: float, src_file: str):
     lines += ["## Non-clean cases", "",
               "Each: `id` outcome [category] mutation; exit code, seconds; stderr (first 300 chars); reproduction "
               "(the fuzzer's `--only ID`, or the CLI command in the saved input folder).", ""]
-    for o in NON_CLEAN:
+    for o in NON_CLEAN + ("fuzzer_error",):
         rs = [r for r in records if r["outcome"] == o]
         if not rs:
             continue
@@ -1422,6 +1452,8 @@ def write_summary(records: list, opts, wall: float, src_file: str):
                 lines.append(f"  - why: {'; '.join(r['reasons'])}")
             if r["stderr"]:
                 lines.append(f"  - stderr: `{_md(r['stderr'][:300])}`")
+                if r.get("stderr_last") and r["stderr_last"] not in r["stderr"]:
+                    lines.append(f"  - stderr (last line): `{_md(r['stderr_last'])}`")
             lines.append(f"  - repro: `{_repro_cmd(opts, r['id'])}`")
             if r.get("inputs"):
                 lines.append(f"  - or: `cd {r['inputs']} && {_env_prefix(opts)}{opts.python} -m chemohost.cli "
@@ -1537,7 +1569,15 @@ def main(argv=None) -> int:
         with cf.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as ex:
             futs = {ex.submit(run_case, c, opts, workdir): c for c in cases}
             for k, fut in enumerate(cf.as_completed(futs), 1):
-                rec = fut.result()
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # a bug of the fuzzer itself: record it, keep going
+                    c = futs[fut]
+                    rec = {"id": c.id, "category": c.category, "mutation": c.mutation, "must_reject": c.must_reject,
+                           "command": _shell(c.argv), "exit_code": None, "outcome": "fuzzer_error",
+                           "reasons": [f"{type(exc).__name__}: {exc}"[:300]], "flags": [], "stderr": "",
+                           "stderr_chars": 0, "stderr_last": "", "stdout_tail": "", "seconds": 0.0,
+                           "base": c.base, "fields": c.fields}
                 records.append(rec)
                 jsonl.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 jsonl.flush()
@@ -1553,7 +1593,7 @@ def main(argv=None) -> int:
     write_summary(records, opts, wall, src_file)
     if not opts.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    counts = {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
+    counts = {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES + ("fuzzer_error",)}
     print(f"{len(records)} cases in {wall / 60:.1f} min: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"wrote {opts.report / 'cases.jsonl'} and {opts.report / 'summary.md'}")
     return 0
