@@ -208,7 +208,7 @@ def test_zero_patients_on_command_line(tmp_path, capsys):
     file = write_yaml(tmp_path / "ok.yaml", base())
     out = tmp_path / "out"
     rc = main(["simulate", str(file), "--out", str(out), "--patients", "0"])
-    assert_clean_failure(rc, capsys, file, "patients.n", [">= 1"], out, tmp_path)
+    assert_clean_failure(rc, capsys, file, None, ["--patients", ">= 1"], out, tmp_path)
 
 
 def test_existing_out_folder_is_left_untouched(tmp_path, capsys):

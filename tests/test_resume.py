@@ -89,3 +89,46 @@ def test_resume_refuses_checkpoints_of_another_run(tmp_path, capsys):
     assert "no checkpoints" in capsys.readouterr().err
     assert main(["trial", str(f), "--out", str(out), "--force"]) == 0  # --force discards and starts over
     verify_output(out)
+
+
+@pytest.mark.parametrize("design", ["randomized", "posterior"])
+def test_other_designs_resume_from_their_checkpoints(tmp_path, capsys, design, monkeypatch):
+    """The randomized and posterior-predictive designs record chunks too: a run interrupted after some
+    chunks (simulated by an exception in the engine) resumes and gives the same patients.parquet."""
+    import chemohost.studies.randomized as rz
+    import chemohost.studies.posterior_trial as pt
+    import test_posterior_trial as tpt
+
+    f = _trial_file(tmp_path, n=20)
+    args = ["--design", "randomized", "--replicates", "3", "--per-arm", "10"] if design == "randomized" else \
+        ["--posterior", str(tpt._posterior(tmp_path / "fit", {"il1r1_ec50": [2.0, 8.0, 30.0]})), "--draws", "3",
+         "--patients", "10"]
+    ref = tmp_path / "ref"
+    assert main(["trial", str(f), "--out", str(ref), *args]) == 0
+    mod = rz if design == "randomized" else pt
+    real = mod.simulate_arm_chunk if design == "randomized" else None
+    calls = {"n": 0}
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("killed")
+        return real_chunk(*a, **kw)
+
+    import chemohost.studies.trial_runner as tr
+
+    real_chunk = tr.simulate_arm_chunk
+    monkeypatch.setattr(tr, "simulate_arm_chunk", dying)
+    if design == "randomized":
+        monkeypatch.setattr(rz, "simulate_arm_chunk", dying)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(["trial", str(f), "--out", str(out), *args])
+    monkeypatch.setattr(tr, "simulate_arm_chunk", real_chunk)
+    if design == "randomized":
+        monkeypatch.setattr(rz, "simulate_arm_chunk", real)
+    assert len(list((out / PARTIAL).glob("*.parquet"))) == 3
+    capsys.readouterr()
+    assert main(["trial", str(f), "--out", str(out), *args, "--resume"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(ref / "patients.parquet"), pd.read_parquet(out / "patients.parquet"))
+    assert not (out / PARTIAL).exists()

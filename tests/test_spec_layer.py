@@ -183,3 +183,22 @@ def test_schema_is_json_schema(capsys, kind):
     s = json.loads(out)
     assert s["type"] == "object" and "properties" in s and s["title"] == f"chemohost {kind} file"
     assert s.get("additionalProperties") is False
+
+
+def test_scenario_and_trial_share_patients_forms(tmp_path, capsys):
+    d = _small_scenario()
+    d["patients"] = 2
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    rc, out = _run(capsys, ["check", str(f)])
+    assert rc == 0 and "2 patient(s)" in out
+    t = _small_trial()
+    t["patients"] = {"n": 3}
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(t))
+    rc, out = _run(capsys, ["check", str(f)])
+    assert rc == 0 and "3 patients per arm" in out
+    t["patients"] = {"n": 3, "variability": True}
+    f.write_text(yaml.safe_dump(t))
+    rc, err = _run(capsys, ["check", str(f)])
+    assert rc == 2 and "population" in err

@@ -26,6 +26,13 @@ def _simulate(args) -> int:
     from .api import load_scenario, write_run
     from .outputs import open_output
 
+    from .spec_types import MAX_PATIENTS, MAX_SEED
+
+    if args.patients is not None and not 1 <= args.patients <= MAX_PATIENTS:
+        raise ChemohostError(f"{args.scenario}: --patients must be >= 1 and <= {MAX_PATIENTS:,} (MAX_PATIENTS), "
+                             f"got {args.patients}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ChemohostError(f"{args.scenario}: --seed must be a whole number >= 0 and <= 2**63 - 1, got {args.seed}")
     sc = load_scenario(args.scenario)
     if args.patients is not None or args.seed is not None:
         sc = sc.with_patients(n=args.patients, seed=args.seed)
@@ -79,9 +86,6 @@ def _trial(args) -> int:
     from .studies.trial import Trial, run_trial, write_trial
 
     design = getattr(args, "design", "paired")
-    if args.resume and (design != "paired" or args.posterior is not None):
-        raise ChemohostError("--resume continues the paired design; --design randomized and --posterior runs start "
-                             "over (their chunks are not checkpointed yet)")
     if design == "paired" and (args.replicates is not None or args.per_arm is not None or args.ns is not None):
         raise ChemohostError("--replicates, --per-arm and --ns belong to --design randomized")
     trial = Trial.load(args.scenario)
@@ -156,9 +160,15 @@ def _trial_posterior(args, trial) -> int:
 
     post = load_posterior(args.posterior)
     n = args.patients or trial.spec.patients
-    with open_output(args.out, expected_bytes=args.draws * n * len(trial.arms) * 1500):
-        res = run_posterior_trial(trial, post, args.draws, patients=args.patients, seed=args.seed, progress=True)
+    from .outputs import PARTIAL
+    from .studies.checkpoint import Checkpoint
+
+    with open_output(args.out, expected_bytes=args.draws * n * len(trial.arms) * 1500) as folder:
+        partial = folder.path / PARTIAL
+        res = run_posterior_trial(trial, post, args.draws, patients=args.patients, seed=args.seed, progress=True,
+                                  checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
         files = write_posterior_trial(res, args.out)
+        shutil.rmtree(partial, ignore_errors=True)
     s = res.summary
     print(f"trial '{trial.spec.name}' over {s['draws']} posterior draws of {', '.join(res.parameters)} "
           f"({s['patients_per_arm']} patients per arm per draw): {len(res.patients)} patient simulations in "
@@ -167,13 +177,23 @@ def _trial_posterior(args, trial) -> int:
         r12, hr = e["rmst_diff_12"], e["hr"]
         att = e.get("attribution_rmst_diff_12") or {}
         top = att.get("ranked", [])[:2]
-        drivers = ", ".join(f"{p} {att['parameters'][p]['share']:.2f}" for p in top)
-        print(f"  {arm} vs {s['control']}: RMST(12 mo) gain {r12['median']:+.2f} mo (95% CrI {r12['q025']:+.2f} to "
-              f"{r12['q975']:+.2f}), P(gain > 0) {r12['p_benefit']:.2f}; HR {hr['median']:.3f} "
-              f"({hr['q025']:.3f}-{hr['q975']:.3f}); variance share: {drivers or 'n/a'}")
+        drivers = ", ".join(f"{p} {_f(att['parameters'][p]['share'], '.2f')}" for p in top)
+        if r12.get("median") is None:  # follow-up shorter than 12 months: the mean OS gain to the follow-up
+            r12, what = e["mean_os_gain"], "mean OS gain to the follow-up"
+        else:
+            what = "RMST(12 mo) gain"
+        print(f"  {arm} vs {s['control']}: {what} {_f(r12.get('median'), '+.2f')} mo (95% CrI "
+              f"{_f(r12.get('q025'), '+.2f')} to {_f(r12.get('q975'), '+.2f')}), P(gain > 0) "
+              f"{_f(r12.get('p_benefit'), '.2f')}; HR {_f(hr.get('median'), '.3f')} ({_f(hr.get('q025'), '.3f')}-"
+              f"{_f(hr.get('q975'), '.3f')}); variance share: {drivers or 'n/a'}")
     for name, path in files.items():
         print(f"  wrote {path}")
     return _some_failed(res.summary.get("n_failed", 0), len(res.patients))
+
+
+def _f(x, spec: str) -> str:
+    """A number formatted, or 'n/a' when undefined (None/NaN)."""
+    return "n/a" if x is None or x != x else format(x, spec)
 
 
 def _export(args) -> int:
@@ -402,13 +422,20 @@ def _trial_randomized(args, trial) -> int:
             raise ChemohostError(f"--ns must be comma-separated whole numbers (e.g. 50,100,150), got '{args.ns}'") from None
     from .outputs import open_output
 
-    with open_output(args.out, expected_bytes=args.replicates * args.per_arm * len(trial.arms) * 1500):
-        res = run_randomized(trial, args.replicates, args.per_arm, seed=args.seed, ns=ns, progress=True)
+    from .outputs import PARTIAL
+    from .studies.checkpoint import Checkpoint
+
+    with open_output(args.out, expected_bytes=args.replicates * args.per_arm * len(trial.arms) * 1500) as folder:
+        partial = folder.path / PARTIAL
+        res = run_randomized(trial, args.replicates, args.per_arm, seed=args.seed, ns=ns, progress=True,
+                             checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
         dead = [a for a, s in res.summary["arms"].items() if s["n_analysed"] == 0]
         if dead:
+            shutil.rmtree(partial, ignore_errors=True)
             raise ChemohostError(f"every patient of arm(s) {', '.join(dead)} failed in the solver; nothing written. "
                                  f"Check the arm's doses and parameters in {args.scenario}, or the solver settings")
         files = write_randomized(res, args.out)
+        shutil.rmtree(partial, ignore_errors=True)
     rnd = res.summary["randomized"]
     print(f"trial '{trial.spec.name}' (randomized): {rnd['replicates']} replicates x {rnd['per_arm']} per arm, "
           f"{len(res.patients)} patient simulations in {res.timings['simulate_and_endpoints']:.1f} s")
@@ -515,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ChemohostError as exc:
-        print(f"chemohost: error: {exc}", file=sys.stderr)
+        lines = [ln if len(ln) <= 1000 else ln[:400] + f" ...<{len(ln) - 400:,} more characters>"
+                 for ln in str(exc).splitlines()]  # a backstop: messages clip what they echo themselves
+        print("chemohost: error: " + "\n".join(lines), file=sys.stderr)
         return exc.exit_code
 
 

@@ -27,12 +27,12 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
 from .errors import ChemohostError, ScenarioError, UnitError
 from .protocol.dosing import ROUTES, Regimen, parse_dose
 from .protocol.rules import RULES
-from .spec_types import (MAX_HORIZON_DAYS, MIN_OUTPUT_INTERVAL_DAYS, Patients, Quantity, Seed, SolverFields, count,
+from .spec_types import (MAX_HORIZON_DAYS, short, MIN_OUTPUT_INTERVAL_DAYS, Patients, Quantity, Seed, SolverFields, count,
                          duration, format_validation)
 from .units import to_internal
 
@@ -90,6 +90,14 @@ class ScenarioSpec(_Strict):
         None, description="CSV of per-patient doses (patient,time,drug,amount,route[,duration|rate]), "
                           "relative to the scenario file; replaces 'regimens' (one arm named after the scenario)")
     solver: SolverSpec = Field(default_factory=SolverSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _patients_shorthand(cls, data):
+        """``patients: 5`` means ``patients: {n: 5}`` (the trial file's form)."""
+        if isinstance(data, dict) and isinstance(data.get("patients"), int) and not isinstance(data["patients"], bool):
+            data = {**data, "patients": {"n": data["patients"]}}
+        return data
 
 
 def _format_validation(exc: ValidationError, file: str, root: type[BaseModel] | None = None) -> ScenarioError:
@@ -154,13 +162,13 @@ def build_regimens(specs: list[RegimenSpec], drugs: dict, file: str, prefix: str
     for i, r in enumerate(specs):
         where = f"{prefix}[{i}]"
         if r.drug not in drugs:
-            raise ScenarioError(f"unknown drug '{r.drug}'; this model has: {', '.join(sorted(drugs))}",
+            raise ScenarioError(f"unknown drug {short(r.drug)}; this model has: {', '.join(sorted(drugs))}",
                                 file=file, field=f"{where}.drug")
         if r.route not in drugs[r.drug].routes:
             raise ScenarioError(f"drug '{r.drug}' cannot be given by route '{r.route}' in this model; allowed: "
                                 f"{', '.join(sorted(drugs[r.drug].routes))}", file=file, field=f"{where}.route")
         if r.dose_modification is not None and r.dose_modification not in RULES:
-            raise ScenarioError(f"unknown dose-modification rule '{r.dose_modification}'; allowed: "
+            raise ScenarioError(f"unknown dose-modification rule {short(r.dose_modification)}; allowed: "
                                 f"{', '.join(sorted(RULES))}", file=file, field=f"{where}.dose_modification")
         field = f"{where}.dose"
         try:

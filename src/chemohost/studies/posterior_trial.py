@@ -81,8 +81,8 @@ def _typical(trial: Trial, names: list[str]) -> np.ndarray:
 
 
 def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | None = None, seed: int | None = None,
-                        chunk_size: int | None = None, progress: bool = False, n_boot: int = 200
-                        ) -> PosteriorTrialResult:
+                        chunk_size: int | None = None, progress: bool = False, n_boot: int = 200,
+                        checkpoint=None) -> PosteriorTrialResult:
     from .scans import scan_schedule
     from .streams import os_exponentials
     from .trial_runner import sample_trial_patients, setup_trial, simulate_arm_chunk, status_labels
@@ -114,18 +114,30 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
 
         bar = tqdm(total=total * len(trial.arms), unit="patient", desc=f"{spec.name} x {K} draws", file=sys.stderr,
                    mininterval=0.5, dynamic_ncols=True)
+    from .. import __version__
+    from .checkpoint import Checkpoint
+
+    ck = checkpoint({"design": "posterior", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
+                     "seed": seed, "patients": n, "chunk": chunk, "draws": sel["draw"].tolist(),
+                     "posterior": posterior.manifest.get("problem_sha256"), "model_code_hash": st.cm.source_hash,
+                     "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
     rows = []
-    for arm, regs in trial.arms.items():
+    for a, (arm, regs) in enumerate(trial.arms.items()):
         parts = []
         for s in range(0, total, chunk):
             e = min(total, s + chunk)
             g = np.arange(s, e)
             k, i = g // n, g % n
-            P = P0[i].copy()
-            for c, j in enumerate(cols):
-                P[:, j] = V[k, c] if typical[j] == 0 else P0[i, j] * (V[k, c] / typical[j])
-            _, ep, _ = simulate_arm_chunk(st, P, regs, i, sched[i], e_os[i])
-            ep.insert(0, "draw", sel["draw"].to_numpy()[k])
+            done = ck.load(f"arm{a}-{s}")
+            if done is None:
+                P = P0[i].copy()
+                for c, j in enumerate(cols):
+                    P[:, j] = V[k, c] if typical[j] == 0 else P0[i, j] * (V[k, c] / typical[j])
+                _, ep, _ = simulate_arm_chunk(st, P, regs, i, sched[i], e_os[i])
+                ep.insert(0, "draw", sel["draw"].to_numpy()[k])
+                ep = ck.save(f"arm{a}-{s}", ep)
+            else:
+                ep = done[0]
             parts.append(ep)
             if bar is not None:
                 bar.set_postfix_str(arm, refresh=False)
@@ -153,6 +165,8 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
     if n_failed:
         notes.append(f"{n_failed} of {len(pdf)} patient simulations failed; they are excluded pairwise")
     summary["n_failed"] = n_failed
+    if ck.resumed:
+        summary["resumed_chunks"] = ck.resumed
     return PosteriorTrialResult(trial, str(posterior.folder), posterior.manifest, posterior.parameters, scales, sel,
                                 pdf, per_draw, summary,
                                 {"compile_or_load": t1 - t0, "simulate_and_endpoints": t2 - t1,
@@ -294,7 +308,11 @@ def summarise(per_draw: pd.DataFrame, trial: Trial, params: list[str], scales: d
                 e["p_benefit"] = float(np.mean(v[np.isfinite(v)] < 1)) if np.isfinite(v).any() else None
             eff[m] = e
         X = {p: _x(g[p].to_numpy(float), scales.get(p, "log10")) for p in params}
-        eff["attribution_rmst_diff_12"] = attribution(g["rmst_diff_12"].to_numpy(float), X, seed)
+        y = g["rmst_diff_12"].to_numpy(float)
+        endpoint = "rmst_diff_12"
+        if not np.isfinite(y).any():  # follow-up shorter than 12 months
+            y, endpoint = g["mean_os_gain"].to_numpy(float), "mean_os_gain"
+        eff["attribution_rmst_diff_12"] = {**attribution(y, X, seed), "endpoint": endpoint}
         out["effects"][arm] = eff
     return out
 

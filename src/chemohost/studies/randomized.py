@@ -62,7 +62,7 @@ def default_ns(per_arm: int) -> list[int]:
 
 def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None = None, ns=None,
                    alpha: float = 0.05, target_power: float = 0.8, chunk_size: int | None = None,
-                   progress: bool = False) -> RandomizedResult:
+                   progress: bool = False, checkpoint=None) -> RandomizedResult:
     from .replicates import (cox_batch, km_median_batch, logrank_batch, n_for_power, nested_power, power_summary,
                              schoenfeld_n_per_arm)
     from .scans import scan_schedule
@@ -105,16 +105,30 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
                    mininterval=0.5, dynamic_ncols=True)
     rows, samples = [], {}
     keep = min(spec.keep_timecourses, N)
-    for arm, regs in trial.arms.items():
+    from .. import __version__
+    from .checkpoint import Checkpoint
+
+    ck = checkpoint({"design": "randomized", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
+                     "seed": seed, "replicates": R, "per_arm": N, "chunk": chunk, "model_code_hash": st.cm.source_hash,
+                     "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
+    for a, (arm, regs) in enumerate(trial.arms.items()):
         ids = (np.arange(R)[:, None] * A * N + order[arm] * N + np.arange(N)[None, :]).ravel()
         parts = []
         kept = None
         for s in range(0, ids.size, chunk):
             sel = ids[s:s + chunk]
-            res, ep, _ = simulate_arm_chunk(st, P[sel], regs, sel, sched[sel], e_os[sel])
-            if kept is None:  # time courses of replicate 0's first patients, for the report
+            done = ck.load(f"arm{a}-{s}")
+            if done is None:
+                res, ep, _ = simulate_arm_chunk(st, P[sel], regs, sel, sched[sel], e_os[sel])
+                m = min(keep, sel.size) if s == 0 else 0
+                arrays = {f"kept_{o}": res.output(o)[:m] for o in OUTPUTS} if m else {}
+                ep = ck.save(f"arm{a}-{s}", ep, arrays)
+            else:
+                ep, arrays = done
+            if s == 0:  # time courses of replicate 0's first patients, for the report
                 m = min(keep, sel.size)
-                kept = {o: res.output(o)[:m].copy() for o in OUTPUTS}
+                kept = {o: np.asarray(arrays.get(f"kept_{o}", np.empty((0, st.times.size))))[:m].copy()
+                        for o in OUTPUTS}
             parts.append(ep)
             if bar is not None:
                 bar.set_postfix_str(arm, refresh=False)

@@ -91,11 +91,18 @@ class TrialSpec(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _horizon_alias(cls, data):
+    def _shared_names(cls, data):
+        """The scenario's names are accepted too: ``horizon`` for ``follow_up``, ``patients: {n: N}``."""
         if isinstance(data, dict) and "horizon" in data:
             if "follow_up" in data:
                 raise ValueError("give 'follow_up' or its alias 'horizon', not both")
             data = {("follow_up" if k == "horizon" else k): v for k, v in data.items()}
+        if isinstance(data, dict) and isinstance(data.get("patients"), dict):
+            p = data["patients"]
+            if set(p) - {"n"}:
+                raise ValueError(f"in a trial, 'patients' is the number per arm (or {{n: N}}); got the fields "
+                                 f"{sorted(map(str, p))}: the population goes under 'population'")
+            data = {**data, "patients": p.get("n")}
         return data
 
 
