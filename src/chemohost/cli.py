@@ -240,6 +240,9 @@ def _export(args) -> int:
 def _export_petab(args) -> int:
     from .calibration import export_petab, load_problem
 
+    if not str(args.problem).strip():
+        raise ChemohostError("--problem: the input path is empty; give a calibration problem YAML file (see problems/)")
+
     prob = load_problem(args.problem)
     files = export_petab(prob, args.out, force=args.force)
     print(f"wrote PEtab v1 problem {Path(args.out) / 'problem.yaml'} ('{prob.spec.problem}', model {prob.model.name}, "

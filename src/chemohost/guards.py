@@ -98,9 +98,9 @@ def schedule_problems(regimens, model, species: str, horizon_days: float, prefix
         basis = {"mg/m**2": "bsa", "mg/kg": "weight", "mg": "flat"}.get(unit.replace(" ", ""), "flat")
         given = _typical_mg(r.dose, r.basis, model, species)
         ceiling = _typical_mg(max_dose, basis, model, species)
-        shown = f"{r.dose:g} {_BASIS_UNIT.get(r.basis, 'mg')}"
+        shown = f"{r.dose:.4g} {_BASIS_UNIT.get(r.basis, 'mg')}"
         if given > DOSE_FACTOR * ceiling:
-            errors.append((f"{fld}.dose", f"{shown} of {r.drug} is {given / ceiling:,.0f}x the highest "
+            errors.append((f"{fld}.dose", f"{shown} of {r.drug} is {given / ceiling:.3g}x the highest "
                                           f"published single dose ({max_dose:g} {unit}: {source}); a dose above "
                                           f"{DOSE_FACTOR:g}x that is refused as a likely unit or typing error"))
         elif given > ceiling * (1 + 1e-9):

@@ -126,7 +126,7 @@ def load_file(path: str | Path, what: str):
     """Read a UTF-8 YAML file (see :func:`loads`); a missing, unreadable or oversized file is a
     ScenarioError naming it."""
     if not str(path).strip():
-        raise ScenarioError(f"no {what} file given (the path is empty); give a {what} YAML file")
+        raise ScenarioError(f"no {what} file given (the input path is empty); give a {what} YAML file")
     path = Path(path)
     if not path.exists():
         raise ScenarioError(f"{what} file not found: {path}")
