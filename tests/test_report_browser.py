@@ -123,3 +123,24 @@ def test_fit_and_posterior_reports_in_chromium(browser, tmp_path):
         assert page.locator("#table-arms tbody tr").count() == 2
     finally:
         page.close()
+
+
+def test_sensitivity_report_in_chromium(browser, tmp_path):
+    import test_studies as ts
+    from chemohost.cli import main
+
+    f = ts._study(tmp_path)
+    assert main(["sensitivity", str(f), "--out", str(tmp_path / "s")]) == 0
+    html = (tmp_path / "s" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "s.html", tmp_path / "s.png")
+    try:
+        assert errors == []
+        assert all(u.startswith(("file:", "data:")) for u in requests), requests
+        for t in ("table-blockade_ratio", "table-rmst_gain", "table-anc_nadir"):
+            assert page.locator(f"#{t} tbody tr").count() == 3, t
+        imgs = page.locator("figure img")
+        assert imgs.count() == 6
+        for k in range(imgs.count()):
+            assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
+    finally:
+        page.close()

@@ -295,6 +295,61 @@ def _fit(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    """Every study verb: load and check the file, run with checkpoints in OUT/.partial, publish."""
+    import json
+
+    from .outputs import PARTIAL, json_safe, open_output, write_atomically
+    from .studies import sensitivity  # noqa: F401  (registers the study kinds)
+    from .studies.checkpoint import Checkpoint
+    from .studies.study import REGISTRY
+
+    cls = REGISTRY[args.command]
+    study = cls.load(args.study)
+    _warn(study)
+    post = None
+    if getattr(args, "posterior", None):
+        from .calibration.fit import load_posterior
+
+        post = load_posterior(args.posterior)
+    with open_output(args.out) as folder:
+        partial = folder.path / PARTIAL
+        res = study.run(progress=True, posterior=post,
+                        checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
+
+        def write(tmp: Path) -> None:
+            study.write(res, tmp)
+            from . import __version__
+
+            man = {**study.fingerprint(), "file": study.source, "timings_s": res.timings, "notes": res.notes,
+                   "posterior": str(post.folder) if post is not None else None, "chemohost_version": __version__}
+            (tmp / "manifest.json").write_text(json.dumps(json_safe(man), indent=2, default=str))
+
+        files = write_atomically(args.out, write)
+        shutil.rmtree(partial, ignore_errors=True)
+    print(f"{cls.kind} study '{study.spec.name}': " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
+    for line in study_lines(res):
+        print(f"  {line}")
+    for note in res.notes:
+        print(f"  note: {note}")
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
+def study_lines(res) -> list[str]:
+    s = res.summary
+    if res.study.kind == "sensitivity":
+        key = s["index"]
+        out = []
+        for name, r in s["readouts"].items():
+            top = r["ranking"][:3]
+            out.append(f"{name}: " + ", ".join(f"{t['parameter']} {key} {_f(t[key], '.2f')}" for t in top)
+                       + (f"; measure first: {', '.join(r['measure_first'])}" if r["measure_first"] else ""))
+        return out
+    return []
+
+
 def _kind_of(path: Path) -> str:
     from .scenario import load_yaml_mapping
 
@@ -512,6 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-profile", action="store_true", dest="no_profile", help="skip profile likelihoods")
     f.add_argument("--no-sample", action="store_true", dest="no_sample", help="skip posterior sampling")
     f.set_defaults(func=_fit)
+    for verb, help_ in (("sensitivity", "global sensitivity analysis (SALib Sobol / Morris / FAST) of a study file"),):
+        st_ = sub.add_parser(verb, help=help_)
+        st_.add_argument("study", help="study YAML file (see scenarios/study_*.yaml)")
+        st_.add_argument("--out", required=True, help="output folder")
+        st_.add_argument("--posterior", metavar="FIT_DIR", help="ranges 'posterior' and other estimated parameters "
+                                                                "from a `chemohost fit` output folder")
+        st_.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+        st_.add_argument("--force", action="store_true", help="discard an interrupted run's checkpoints in --out")
+        st_.set_defaults(func=_study)
     c = sub.add_parser("check", help="check a scenario, trial or calibration problem file without running it")
     c.add_argument("file", help="YAML file")
     c.add_argument("--kind", choices=["scenario", "trial", "problem"], help="file kind (default: from its fields)")
