@@ -144,3 +144,24 @@ def test_sensitivity_report_in_chromium(browser, tmp_path):
             assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
     finally:
         page.close()
+
+
+def test_optimize_report_in_chromium(browser, tmp_path):
+    import test_studies as ts
+    from chemohost.cli import main
+
+    f = ts._opt(tmp_path)
+    assert main(["optimize", str(f), "--out", str(tmp_path / "o")]) == 0
+    html = (tmp_path / "o" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "o.html", tmp_path / "o.png")
+    try:
+        assert errors == []
+        assert all(u.startswith(("file:", "data:")) for u in requests), requests
+        assert page.locator("#table-best tbody tr").count() >= 1
+        assert page.locator("#table-comparison tbody tr").count() == 1
+        imgs = page.locator("figure img")
+        assert imgs.count() >= 2
+        for k in range(imgs.count()):
+            assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
+    finally:
+        page.close()

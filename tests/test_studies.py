@@ -161,3 +161,59 @@ def test_bad_study_files_exit_2_with_every_error(tmp_path, capsys, changes, frag
     for frag in fragments or ["--posterior"]:
         assert frag in err, (frag, err)
     assert not (tmp_path / "o").exists()
+
+
+# -- optimize ---------------------------------------------------------------------------------------------------
+def _opt(tmp_path: Path, **changes) -> Path:
+    _base(tmp_path)
+    s = {"study": "optimize", "name": "mini_opt", "base": "base.yaml", "control": "gem", "seed": 2,
+         "blocker": {"drug": "bermekimab", "route": "iv", "infusion": "60 min", "dose": {"choices": ["3.75 mg/kg",
+                                                                                                   "7.5 mg/kg"]},
+                     "interval": "14 day", "offset": {"low": "-7 day", "high": "7 day", "step": "7 day"},
+                     "duration": {"low": "2 week", "high": "6 week", "step": "2 week"}},
+         "objective": "rmst_gain", "tau": "2 month", "trials": 5, "patients": 6,
+         "constraints": [{"metric": "grade4_neutropenia", "max": 0.2, "over_control": True}]}
+    s.update(changes)
+    f = tmp_path / "opt.yaml"
+    f.write_text(yaml.safe_dump(s, sort_keys=False))
+    return f
+
+
+def test_optimize_is_paired_reproducible_and_compares_with_shipped_arms(tmp_path, capsys):
+    f = _opt(tmp_path)
+    assert main(["optimize", str(f), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "best (" in out and "best minus 'gem + anti-IL-1a'" in out
+    c = pd.read_parquet(tmp_path / "a" / "candidates.parquet")
+    assert len(c) == 5 and set(c["offset"]) <= {-7.0, 0.0, 7.0} and set(c["dose"]) <= {"3.75 mg/kg", "7.5 mg/kg"}
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert s["best"]["rmst_gain"] == c.loc[c["feasible"], "rmst_gain"].max()
+    cmp = s["best_vs_shipped"][0]
+    assert cmp["ci_low"] <= cmp["best_minus_this_rmst_gain"] <= cmp["ci_high"]
+    assert main(["optimize", str(f), "--out", str(tmp_path / "b")]) == 0
+    pd.testing.assert_frame_equal(c, pd.read_parquet(tmp_path / "b" / "candidates.parquet"))
+
+
+def test_optimize_candidate_equals_the_same_arm_in_a_trial(tmp_path):
+    """Common random numbers: a candidate's per-patient outcome is exactly the trial arm with that regimen."""
+    from chemohost.studies.optimize import OptimizeStudy
+
+    st = OptimizeStudy.load(_opt(tmp_path))
+    st._setup()
+    c = {"dose": "7.5 mg/kg", "interval": 14.0, "offset": 0.0, "duration": 28.0, "schedule": "gem"}
+    regs = st.candidate_regimens(c)
+    assert [r.drug for r in regs] == ["gemcitabine", "bermekimab"] and regs[1].cycles == 2 and regs[1].start == 0
+    shifted = st.candidate_regimens({**c, "offset": -7.0})
+    assert shifted[0].start == 7.0 and shifted[1].start == 0.0  # blocker first: chemotherapy moves a week later
+    a = st.per_patient(regs)
+    b = st.per_patient(regs)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_bad_optimize_files(tmp_path, capsys):
+    f = _opt(tmp_path, control="gemx", blocker={"drug": "bermekimabb", "dose": "1 mg/kg", "interval": "0 day",
+                                                "duration": "2 week"})
+    rc = main(["optimize", str(f), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "field 'control'" in err and "blocker.drug" in err and "blocker.interval" in err, err
+    assert not (tmp_path / "o").exists()

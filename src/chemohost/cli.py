@@ -300,7 +300,7 @@ def _study(args) -> int:
     import json
 
     from .outputs import PARTIAL, json_safe, open_output, write_atomically
-    from .studies import sensitivity  # noqa: F401  (registers the study kinds)
+    from .studies import optimize, sensitivity  # noqa: F401  (registers the study kinds)
     from .studies.checkpoint import Checkpoint
     from .studies.study import REGISTRY
 
@@ -346,6 +346,16 @@ def study_lines(res) -> list[str]:
             top = r["ranking"][:3]
             out.append(f"{name}: " + ", ".join(f"{t['parameter']} {key} {_f(t[key], '.2f')}" for t in top)
                        + (f"; measure first: {', '.join(r['measure_first'])}" if r["measure_first"] else ""))
+        return out
+    if res.study.kind == "optimize":
+        b, obj = s["best"], s["objective"]
+        out = [f"best ({s['feasible_candidates']}/{s['trials']} feasible): blocker start {b['offset']:+g} d, every "
+               f"{b['interval']:g} d for {b['duration']:g} d, dose {b['dose']}"
+               + (f", chemotherapy '{b['schedule']}'" if "schedule" in b else "")
+               + f"; {obj} {_f(b[obj], '.3f')}, grade-4 neutropenia {_f(b['grade4_neutropenia'], '.3f')}"]
+        for r in s["best_vs_shipped"]:
+            out.append(f"best minus '{r['regimen']}': {_f(r[f'best_minus_this_{obj}'], '+.3f')} "
+                       f"(95% CI {_f(r['ci_low'], '+.3f')} to {_f(r['ci_high'], '+.3f')})")
         return out
     return []
 
@@ -567,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-profile", action="store_true", dest="no_profile", help="skip profile likelihoods")
     f.add_argument("--no-sample", action="store_true", dest="no_sample", help="skip posterior sampling")
     f.set_defaults(func=_fit)
-    for verb, help_ in (("sensitivity", "global sensitivity analysis (SALib Sobol / Morris / FAST) of a study file"),):
+    for verb, help_ in (("sensitivity", "global sensitivity analysis (SALib Sobol / Morris / FAST) of a study file"),
+                        ("optimize", "optimise blocker timing/duration/dose and chemotherapy schedule (optuna)")):
         st_ = sub.add_parser(verb, help=help_)
         st_.add_argument("study", help="study YAML file (see scenarios/study_*.yaml)")
         st_.add_argument("--out", required=True, help="output folder")

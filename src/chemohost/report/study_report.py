@@ -124,3 +124,99 @@ def render_sensitivity(result) -> str:
             "Time": ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())}
     return render(st.spec.name, "global sensitivity analysis", meta, sections, result.notes,
                   {"summary": s, "file": st.source})
+
+
+# -- optimize ----------------------------------------------------------------------------------------------
+def _history_figure(hist, objective: str, maximise: bool):
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ok = hist["feasible"].to_numpy(bool)
+    ax.plot(hist["candidate"][ok], hist[objective][ok], "o", ms=4, color="#2e86c1", label="feasible")
+    ax.plot(hist["candidate"][~ok], hist[objective][~ok], "x", ms=5, color="#c0392b", label="violates a constraint")
+    run = hist[objective].where(ok).cummax() if maximise else hist[objective].where(ok).cummin()
+    ax.plot(hist["candidate"], run, "-", color="#1b4f72", lw=1.5, label="best so far")
+    ax.set_xlabel("candidate (order evaluated)")
+    ax.set_ylabel(objective)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, f"Optimisation history of {objective} over the evaluated candidates")
+
+
+def _pareto_figure(hist, front, objective: str, toxicity: str):
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(hist[toxicity], hist[objective], "o", ms=4, color="#aed6f1", label="candidates")
+    if len(front):
+        f = front.sort_values(toxicity)
+        ax.plot(f[toxicity], f[objective], "o-", color="#c0392b", label="Pareto front")
+    ax.set_xlabel(toxicity)
+    ax.set_ylabel(objective)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, f"Pareto front of {objective} against {toxicity}")
+
+
+def _param_figure(hist, objective: str):
+    params = [c for c in ("offset", "duration", "interval", "dose", "schedule") if c in hist and hist[c].nunique() > 1]
+    if not params:
+        return None
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.2), squeeze=False)
+    for ax, p in zip(axes[0], params):
+        x = hist[p]
+        if x.dtype == object or p in ("dose", "schedule"):
+            cats = sorted(x.astype(str).unique())
+            pos = x.astype(str).map({c: i for i, c in enumerate(cats)})
+            ax.plot(pos + np.random.default_rng(0).uniform(-0.15, 0.15, len(pos)), hist[objective], "o", ms=3,
+                    alpha=0.7)
+            ax.set_xticks(range(len(cats)))
+            ax.set_xticklabels(cats, rotation=20, fontsize=8)
+        else:
+            ax.plot(x, hist[objective], "o", ms=3, alpha=0.7)
+        ax.set_xlabel(p + (" (days)" if p in ("offset", "duration", "interval") else ""))
+        ax.set_ylabel(objective)
+    fig.tight_layout()
+    return _png(fig, f"{objective} of each candidate against its parameters")
+
+
+def render_optimize(result) -> str:
+    st, s = result.study, result.summary
+    hist, comp, front = result.tables["candidates"], result.tables["comparison"], result.tables["pareto"]
+    obj = s["objective"]
+    b = s["best"]
+    maximise = s["direction"] == "maximize"
+
+    def regimen(r) -> str:
+        parts = [f"blocker start {r['offset']:+g} d vs chemotherapy", f"every {r['interval']:g} d",
+                 f"for {r['duration']:g} d", f"dose {r['dose']}"]
+        if "schedule" in r:
+            parts.append(f"chemotherapy '{r['schedule']}'")
+        return ", ".join(parts)
+
+    metric_cols = ["rmst_gain", "pfs_6m", "orr", "grade4_neutropenia", "grade3plus_neutropenia", "dose_intensity"]
+    top = hist[hist["feasible"]].sort_values(obj, ascending=not maximise).drop_duplicates(
+        [c for c in ("schedule", "dose", "interval", "offset", "duration") if c in hist]).head(10)
+    rows = [[int(r["candidate"]), regimen(r), *[_g(r[m], 3) for m in metric_cols]] for _, r in top.iterrows()]
+    sections = [_section(
+        "Best regimen", f"Objective: {s['direction']} <b>{obj}</b> over {s['patients']} paired virtual patients "
+        f"(the control arm '{st.spec.control}' on the same patients and streams); {s['feasible_candidates']} of "
+        f"{s['trials']} candidates met the constraints ({s['distinct_candidates']} distinct). Best: <b>{regimen(b)}</b>: "
+        f"{obj} {_g(b[obj], 3)}.",
+        tables=[_table(["#", "regimen", *metric_cols], rows, caption="The ten best distinct feasible candidates. "
+                       "rmst_gain: expected restricted mean OS gain vs control (months, to tau); shares of patients "
+                       "otherwise.", tid="table-best", wrap=(1,))],
+        figures=[_history_figure(hist, obj, maximise), _param_figure(hist, obj)], sid="section-best")]
+    if len(comp):
+        crow = [[r["regimen"], _g(r[obj], 3), _g(r["grade4_neutropenia"], 3),
+                 f"{_g(r[f'best_minus_this_{obj}'], 3)} ({_g(r['ci_low'], 3)} to {_g(r['ci_high'], 3)})"]
+                for _, r in comp.iterrows()]
+        sections.append(_section(
+            "Best versus the shipped regimens", "Paired differences on the same patients, 95% bootstrap CI over "
+            "patients.", tables=[_table(["shipped regimen", obj, "grade4_neutropenia", f"best minus this ({obj})"],
+                                        crow, tid="table-comparison")], sid="section-comparison"))
+    if len(front):
+        sections.append(_section("Pareto front", f"{obj} against {st.spec.toxicity} (NSGA-II).",
+                                 figures=[_pareto_figure(hist, front, obj, st.spec.toxicity)], sid="section-pareto"))
+    meta = {"Study": st.spec.name, "Base trial": st.spec.base, "Control": st.spec.control,
+            "Sampler": f"optuna {s['sampler']} (seed {s['seed']})", "Candidates": s["trials"],
+            "Patients per candidate": s["patients"],
+            "Time": ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())}
+    return render(st.spec.name, "timing and sequence optimisation", meta, sections, result.notes,
+                  {"summary": s, "file": st.source})
