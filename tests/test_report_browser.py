@@ -165,3 +165,19 @@ def test_optimize_report_in_chromium(browser, tmp_path):
             assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
     finally:
         page.close()
+
+
+def test_phase1_report_in_chromium(browser, tmp_path):
+    from chemohost.cli import main
+
+    f = Path(__file__).resolve().parents[1] / "scenarios" / "study_phase1_design_only.yaml"
+    assert main(["phase1", str(f), "--out", str(tmp_path / "p")]) == 0
+    html = (tmp_path / "p" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "p.html", tmp_path / "p.png")
+    try:
+        assert errors == []
+        assert page.locator("#table-oc tbody tr").count() == 2
+        assert page.locator("#table-doses tbody tr").count() == 5
+        assert page.locator("figure img").first.evaluate("img => img.complete ? img.naturalWidth : 0") > 0
+    finally:
+        page.close()

@@ -300,7 +300,7 @@ def _study(args) -> int:
     import json
 
     from .outputs import PARTIAL, json_safe, open_output, write_atomically
-    from .studies import optimize, sensitivity  # noqa: F401  (registers the study kinds)
+    from .studies import optimize, phase1, sensitivity  # noqa: F401  (registers the study kinds)
     from .studies.checkpoint import Checkpoint
     from .studies.study import REGISTRY
 
@@ -356,6 +356,15 @@ def study_lines(res) -> list[str]:
         for r in s["best_vs_shipped"]:
             out.append(f"best minus '{r['regimen']}': {_f(r[f'best_minus_this_{obj}'], '+.3f')} "
                        f"(95% CI {_f(r['ci_low'], '+.3f')} to {_f(r['ci_high'], '+.3f')})")
+        return out
+    if res.study.kind == "phase1":
+        out = [f"true DLT rate per dose: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(s["doses"], s["true_dlt"]))
+               + f"; true MTD {s['true_mtd']}"]
+        for r in s["operating_characteristics"]:
+            sel = ", ".join(f"{d} {r[f'select_{i}']:.2f}" for i, d in enumerate(s["doses"]))
+            out.append(f"{r['design']}: P(select) {sel}, none {r['select_none']:.2f}; P(correct) {r['p_correct']:.2f}; "
+                       f"{r['patients_mean']:.1f} patients, {r['dlts_mean']:.1f} DLTs, "
+                       f"{r['length_days_mean'] / 30.4375:.1f} months")
         return out
     return []
 
@@ -578,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-sample", action="store_true", dest="no_sample", help="skip posterior sampling")
     f.set_defaults(func=_fit)
     for verb, help_ in (("sensitivity", "global sensitivity analysis (SALib Sobol / Morris / FAST) of a study file"),
-                        ("optimize", "optimise blocker timing/duration/dose and chemotherapy schedule (optuna)")):
+                        ("optimize", "optimise blocker timing/duration/dose and chemotherapy schedule (optuna)"),
+                        ("phase1", "simulate dose escalation of the blocker (3+3, BOIN): operating characteristics")):
         st_ = sub.add_parser(verb, help=help_)
         st_.add_argument("study", help="study YAML file (see scenarios/study_*.yaml)")
         st_.add_argument("--out", required=True, help="output folder")

@@ -220,3 +220,60 @@ def render_optimize(result) -> str:
             "Time": ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())}
     return render(st.spec.name, "timing and sequence optimisation", meta, sections, result.notes,
                   {"summary": s, "file": st.source})
+
+
+# -- phase 1 ------------------------------------------------------------------------------------------------
+def _oc_figure(oc, doses, true):
+    D = len(doses)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    w = 0.8 / max(len(oc), 1)
+    x = np.arange(D + 1)
+    for k, (_, r) in enumerate(oc.iterrows()):
+        sel = [r[f"select_{i}"] for i in range(D)] + [r["select_none"]]
+        axes[0].bar(x + (k - (len(oc) - 1) / 2) * w, sel, width=w, label=r["design"])
+        pts = [r[f"patients_{i}"] for i in range(D)]
+        axes[1].bar(np.arange(D) + (k - (len(oc) - 1) / 2) * w, pts, width=w, label=r["design"])
+    labels = [f"{d}\n(p={p:.2f})" for d, p in zip(doses, true)]
+    axes[0].set_xticks(x)
+    axes[0].set_xticklabels(labels + ["none"], fontsize=8)
+    axes[0].set_ylabel("P(selected as MTD)")
+    axes[1].set_xticks(np.arange(D))
+    axes[1].set_xticklabels(labels, fontsize=8)
+    axes[1].set_ylabel("patients treated (mean per trial)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, "Probability of selecting each dose and patients treated per dose, by design")
+
+
+def render_phase1(result) -> str:
+    st, s = result.study, result.summary
+    oc, doses = result.tables["operating_characteristics"], result.tables["doses"]
+    D = len(s["doses"])
+    dose_rows = [[str(r["dose"]), _g(r["true_dlt"], 3), *([r.get("pool", DASH), _g(r.get("neutropenia_dlt"), 3),
+                                                          _g(r.get("blocker_ae_dlt"), 3)] if "pool" in r else [])]
+                 for _, r in doses.iterrows()]
+    head = ["dose", "DLT probability"] + (["virtual patients", "neutropenia DLT", "blocker AE DLT"]
+                                          if "pool" in doses else [])
+    intro = (f"Target DLT rate {s['target']:g}; true MTD (highest dose with DLT probability <= target): "
+             f"<b>{s['true_mtd'] or 'none'}</b>." + (f" DLT: {s['dlt_definition']}." if "dlt_definition" in s else
+                                                      " Design-only mode: declared true DLT probabilities."))
+    oc_rows = []
+    for _, r in oc.iterrows():
+        oc_rows.append([r["design"], *[_g(r[f"select_{i}"], 3) for i in range(D)], _g(r["select_none"], 3),
+                        _g(r["p_correct"], 3), _g(r["p_overdose_selected"], 3), _g(r["patients_mean"], 3),
+                        _g(r["dlts_mean"], 3), _g(r["length_days_mean"] / 30.4375, 3)])
+    sections = [
+        _section("Dose levels", intro, tables=[_table(head, dose_rows, tid="table-doses")], sid="section-doses"),
+        _section("Operating characteristics", f"{s['trials']:,} simulated trials per design. BOIN boundaries: "
+                 f"escalate if the observed DLT rate <= {s['boin']['lambda_e']:.3f}, de-escalate if >= "
+                 f"{s['boin']['lambda_d']:.3f}.",
+                 tables=[_table(["design", *[f"P(select {d})" for d in s["doses"]], "P(no MTD)", "P(correct)",
+                                 "P(select an overdose)", "patients", "DLTs", "length (months)"], oc_rows,
+                                tid="table-oc")],
+                 figures=[_oc_figure(oc, s["doses"], s["true_dlt"])], sid="section-oc")]
+    meta = {"Study": st.spec.name, "Mode": s["mode"], "Designs": ", ".join(st.spec.designs),
+            "Cohort size": st.spec.cohort_size, "Maximum sample size": st.spec.max_patients,
+            "Time": ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())}
+    return render(st.spec.name, "phase-I dose escalation", meta, sections, result.notes, {"summary": s,
+                                                                                          "file": st.source})
