@@ -181,3 +181,32 @@ def test_phase1_report_in_chromium(browser, tmp_path):
         assert page.locator("figure img").first.evaluate("img => img.complete ? img.naturalWidth : 0") > 0
     finally:
         page.close()
+
+
+def test_biomarkers_report_in_chromium(browser, tmp_path):
+    import test_biomarkers as tb  # noqa: F401
+    from chemohost.cli import main
+
+    import json as _json
+
+    import yaml as _yaml
+
+    import test_trial as tt
+
+    spec = _json.loads(_json.dumps(tt.BASE))
+    spec.update(patients=60, follow_up="6 month", parameters={"il1r1_ec50": "3 pg/mL", "gcsf_il1_emax": 20})
+    (tmp_path / "t.yaml").write_text(_yaml.safe_dump(spec))
+    assert main(["trial", str(tmp_path / "t.yaml"), "--out", str(tmp_path / "trial")]) == 0
+    assert main(["biomarkers", str(tmp_path / "trial"), "--out", str(tmp_path / "b"), "--threshold", "q60",
+                 "--replicates", "4", "--per-arm", "20"]) == 0
+    html = (tmp_path / "b" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "b.html", tmp_path / "b.png")
+    try:
+        assert errors == []
+        assert page.locator("#table-benefit-models tbody tr").count() == 2
+        assert page.locator("#table-benefit-markers tbody tr").count() >= 5
+        imgs = page.locator("figure img")
+        for k in range(imgs.count()):
+            assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
+    finally:
+        page.close()

@@ -337,6 +337,59 @@ def _study(args) -> int:
     return 0
 
 
+def _biomarkers(args) -> int:
+    import json
+
+    from .outputs import json_safe, open_output, write_atomically
+    from .studies.biomarkers import run_biomarkers, write_biomarkers
+    from .units import to_internal
+
+    if str(args.threshold).strip().startswith("q"):
+        thr = str(args.threshold).strip()
+    else:
+        try:
+            thr = to_internal(args.threshold, "day", "day") / 30.4375
+        except ChemohostError as exc:
+            raise ChemohostError(f"--threshold: {exc} (e.g. '1 month', or a percentile of the effects: 'q75')") \
+                from None
+    with open_output(args.out):
+        res = run_biomarkers(args.trial_dir, args.benefit_arm, args.harm_arm, thr, seed=args.seed,
+                             replicates=args.replicates, per_arm=args.per_arm, progress=True)
+
+        def write(tmp: Path) -> None:
+            write_biomarkers(res, tmp)
+            from . import __version__
+
+            (tmp / "manifest.json").write_text(json.dumps(json_safe({
+                "trial_dir": str(args.trial_dir), "seed": args.seed, "threshold_months": thr,
+                "replicates": args.replicates, "per_arm": args.per_arm, "chemohost_version": __version__,
+                "timings_s": res.timings}), indent=2))
+
+        files = write_atomically(args.out, write)
+    s = res.summary
+    for lab, e in s["labels"].items():
+        line = f"{lab}: {e['positives']}/{e['n']} patients"
+        if "models" in e:
+            line += "; " + ", ".join(f"{m['model']} AUC {m['auc']:.3f} ({m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f})"
+                                     for m in e["models"])
+            t = e["top_markers"][0]
+            line += f"; best single marker {t['marker']} AUC {t['auc']:.3f}"
+        else:
+            line += f"; {e.get('note', '')}"
+        print(line)
+    enr = s.get("enrichment") or {}
+    if "all_comers" in enr:
+        mp = enr.get("marker_positive") or {}
+        print(f"enrichment by {enr['marker']}: N per arm for 80% power all comers "
+              f"{_f(enr['all_comers'].get('n_interp_loglinear'), '.0f')}, marker-positive "
+              f"{_f(mp.get('n_interp_loglinear'), '.0f')}")
+    for n in res.notes:
+        print(f"note: {n}")
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
 def study_lines(res) -> list[str]:
     s = res.summary
     if res.study.kind == "sensitivity":
@@ -597,6 +650,20 @@ def build_parser() -> argparse.ArgumentParser:
         st_.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         st_.add_argument("--force", action="store_true", help="discard an interrupted run's checkpoints in --out")
         st_.set_defaults(func=_study)
+    bm = sub.add_parser("biomarkers", help="biomarkers of harm and benefit from a paired trial folder")
+    bm.add_argument("trial_dir", help="--out folder of `chemohost trial` (paired design)")
+    bm.add_argument("--out", required=True, help="output folder")
+    bm.add_argument("--benefit-arm", dest="benefit_arm", help="arm whose paired effect defines benefit (default: the "
+                                                             "first non-control arm)")
+    bm.add_argument("--harm-arm", dest="harm_arm", help="counterfactual arm without the host response (default: the "
+                                                       "benefit arm)")
+    bm.add_argument("--threshold", default="1 month", help="individual OS effect that counts: a duration (default "
+                                                           "'1 month') or a percentile of the effects, e.g. q75")
+    bm.add_argument("--replicates", type=int, default=100, help="randomised replicate trials for the enrichment "
+                                                                "design (default 100)")
+    bm.add_argument("--per-arm", type=int, default=200, dest="per_arm", help="patients per arm simulated for it")
+    bm.add_argument("--seed", type=int, default=0)
+    bm.set_defaults(func=_biomarkers)
     c = sub.add_parser("check", help="check a scenario, trial or calibration problem file without running it")
     c.add_argument("file", help="YAML file")
     c.add_argument("--kind", choices=["scenario", "trial", "problem"], help="file kind (default: from its fields)")

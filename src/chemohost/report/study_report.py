@@ -277,3 +277,107 @@ def render_phase1(result) -> str:
             "Time": ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())}
     return render(st.spec.name, "phase-I dose escalation", meta, sections, result.notes, {"summary": s,
                                                                                           "file": st.source})
+
+
+# -- biomarkers -------------------------------------------------------------------------------------------------
+def _roc_figure(tables, labels):
+    from sklearn.metrics import roc_curve
+
+    have = [lab for lab in labels if f"{lab}_predictions" in tables]
+    if not have:
+        return None
+    fig, axes = plt.subplots(1, len(have), figsize=(5 * len(have), 4.2), squeeze=False)
+    for ax, lab in zip(axes[0], have):
+        p = tables[f"{lab}_predictions"]
+        for m in [c for c in p.columns if c not in ("patient", "label")]:
+            fpr, tpr, _ = roc_curve(p["label"], p[m])
+            ax.plot(fpr, tpr, label=m)
+        ax.plot([0, 1], [0, 1], "--", color="#7f8c8d", lw=1)
+        ax.set_xlabel("1 - specificity")
+        ax.set_ylabel("sensitivity")
+        ax.set_title(f"{lab}: cross-validated ROC", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, "Cross-validated ROC curves of the two models for each label")
+
+
+def _calibration_figure(summary, labels):
+    have = [lab for lab in labels if "models" in summary["labels"][lab]]
+    if not have:
+        return None
+    fig, axes = plt.subplots(1, len(have), figsize=(5 * len(have), 4.2), squeeze=False)
+    for ax, lab in zip(axes[0], have):
+        for m in summary["labels"][lab]["models"]:
+            c = m["calibration"]
+            ax.plot(c["curve_predicted"], c["curve_observed"], "o-", ms=3, label=f"{m['model']} (Brier {c['brier']:.3f})")
+        ax.plot([0, 1], [0, 1], "--", color="#7f8c8d", lw=1)
+        ax.set_xlabel("predicted probability")
+        ax.set_ylabel("observed fraction")
+        ax.set_title(f"{lab}: calibration (out of fold)", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, "Calibration of the out-of-fold predicted probabilities")
+
+
+def _power_figure(enr):
+    if not enr or "all_comers" not in enr:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.plot(enr["all_comers"]["ns"], enr["all_comers"]["power"], "o-", label="all comers")
+    mp = enr.get("marker_positive") or {}
+    if "ns" in mp:
+        ax.plot(mp["ns"], mp["power"], "s-", label=f"{enr['marker']} {'>=' if enr['direction'] == 'higher' else '<='} "
+                                                    f"{enr['cut_point']:.3g}")
+    ax.axhline(0.8, color="#c0392b", ls="--", lw=1)
+    ax.set_xlabel("patients per arm")
+    ax.set_ylabel("power (log-rank, replicate trials)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, "Power against patients per arm, all comers and marker-positive only")
+
+
+def render_biomarkers(res) -> str:
+    s, tables = res.summary, res.tables
+    sections = []
+    for lab in ("benefit", "harm"):
+        e = s["labels"][lab]
+        what = (f"individual paired OS effect of '{s['benefit_arm']}' vs '{s['control']}' > {s['threshold_months']:.3g} months"
+                if lab == "benefit" else
+                f"control outcome worse than the same patient with '{s['harm_arm']}' by > {s['threshold_harm_months']:.3g} months")
+        intro = f"<b>{lab}</b>: {what}; {e['positives']} of {e['n']} patients ({100 * e['prevalence']:.1f}%)."
+        if "note" in e:
+            sections.append(_section(f"Label: {lab}", intro + " " + e["note"], sid=f"section-{lab}"))
+            continue
+        mrows = [[m["model"], f"{m['auc']:.3f} ({m['auc_ci'][0]:.3f} – {m['auc_ci'][1]:.3f})",
+                  _g(m["calibration"]["brier"], 3), _g(m["calibration"]["slope"], 3),
+                  _g(m["calibration"]["intercept"], 3)] for m in e["models"]]
+        krows = [[i + 1, r["marker"], f"{r['auc']:.3f} ({r['auc_ci_low']:.3f} – {r['auc_ci_high']:.3f})",
+                  f"{'>=' if r['direction'] == 'higher' else '<='} {_g(r['cut_point'], 4)}", _g(r["sensitivity"], 3),
+                  _g(r["specificity"], 3), "yes" if r["baseline"] else "no"] for i, r in enumerate(e["top_markers"])]
+        sections.append(_section(
+            f"Label: {lab}", intro,
+            tables=[_table(["model", "CV ROC AUC (95% CI)", "Brier", "calibration slope", "calibration intercept"],
+                           mrows, tid=f"table-{lab}-models", caption="5-fold cross-validated (out-of-fold) "
+                           "predictions; AUC CI by bootstrap over patients."),
+                    _table(["rank", "marker", "AUC (95% CI)", "cut-point (Youden)", "sensitivity", "specificity",
+                            "baseline"], krows, tid=f"table-{lab}-markers",
+                           caption="mk_X_dD: marker X at day D of the control arm; rel_X_dD: ratio to day 0.")],
+            sid=f"section-{lab}"))
+    sections.append(_section("ROC and calibration", figures=[_roc_figure(tables, ("benefit", "harm")),
+                                                             _calibration_figure(s, ("benefit", "harm"))],
+                             sid="section-roc"))
+    enr = s.get("enrichment")
+    if enr and "all_comers" in enr:
+        ac, mp = enr["all_comers"], enr.get("marker_positive") or {}
+        txt = (f"Selection by the best baseline marker <b>{enr['marker']} {'>=' if enr['direction'] == 'higher' else '<='} "
+               f"{enr['cut_point']:.3g}</b> (AUC {enr['marker_auc']:.2f}; {100 * enr['positive_fraction']:.0f}% of "
+               f"patients positive). {enr['replicates']} randomised replicate trials. Patients per arm for 80% power: "
+               f"all comers {_g(ac.get('n_interp_loglinear'))}"
+               + (f"; marker-positive {_g(mp.get('n_interp_loglinear'))} (screening {_g(mp.get('screened_per_arm'))} "
+                  "per arm)" if "ns" in mp else f"; marker-positive: {mp.get('note', 'not reached')}")
+               + ". Not reached within the simulated sizes is shown as a dash.")
+        sections.append(_section("Enrichment design", txt, figures=[_power_figure(enr)], sid="section-enrichment"))
+    meta = {"Trial": s["trial"], "Control": s["control"], "Benefit arm": s["benefit_arm"], "Harm arm": s["harm_arm"],
+            "Candidate markers": len(s["features"]),
+            "Time": ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())}
+    return render(s["trial"] or "trial", "biomarkers of harm and benefit", meta, sections, res.notes, {"summary": s})

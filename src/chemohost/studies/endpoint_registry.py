@@ -27,6 +27,10 @@ class Endpoint:
     report: tuple[str, ...] = ()  # element ids in report.html
 
 
+#: candidate biomarkers recorded for every patient (study day 0 = first dose; sampled as blood is drawn)
+MARKER_OUTPUTS = ("NLR", "ANC", "il1a_pgml", "il1b", "gcsf", "ldh_cum")
+MARKER_DAYS = (0, 1, 2, 3, 8, 15)
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("accounting", "patients run, failed (status column) and analysed per arm",
              columns=("patient", "arm", "status"), summary=("n", "n_run", "n_failed", "n_analysed"),
@@ -63,6 +67,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("inflammation", "neutrophil-to-lymphocyte ratio at baseline and day 28; NLR and marrow (GMP) "
              "trajectories", needs=("NLR", "gmp_frequency"), columns=("nlr_baseline", "nlr_day28"),
              report=("fig-trajectories",)),
+    Endpoint("candidate_markers", "blood measurements a clinician could take at baseline and early on treatment "
+             "(days 1, 2, 3, 8, 15): NLR, ANC, serum IL-1alpha, IL-1beta, G-CSF and LDH released by lytic tumour "
+             "death -- the candidate biomarkers of `chemohost biomarkers`",
+             needs=MARKER_OUTPUTS,
+             columns=tuple(f"mk_{o}_d{d}" for o in MARKER_OUTPUTS for d in MARKER_DAYS)),
 )
 
 
@@ -100,4 +109,4 @@ def check_model(model, file: str, field: str = "model", endpoints: tuple[Endpoin
                             "these outputs (host_response)", file=file, field=field)
 
 
-__all__ = ["Endpoint", "ENDPOINTS", "get_endpoint", "needed_outputs", "declared", "check_model"]
+__all__ = ["Endpoint", "ENDPOINTS", "MARKER_OUTPUTS", "MARKER_DAYS", "get_endpoint", "needed_outputs", "declared", "check_model"]

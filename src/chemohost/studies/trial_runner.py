@@ -163,6 +163,14 @@ def simulate_arm_chunk(st: TrialSetup, P, regs, ids, scan_days, e_os):
     y = res.output("tumour_total")
     with np.errstate(invalid="ignore", divide="ignore"):
         ep["best_tumour_change_pct"] = 100 * (np.cbrt(np.fmin.reduce(y, axis=1) / y[:, 0]) - 1)
+    from .endpoint_registry import MARKER_DAYS, MARKER_OUTPUTS
+
+    idx = np.searchsorted(st.times, np.asarray(MARKER_DAYS, dtype=float))
+    idx = np.minimum(idx, st.times.size - 1)
+    for o in MARKER_OUTPUTS:
+        v = res.output(o)
+        for d, j in zip(MARKER_DAYS, idx):
+            ep[f"mk_{o}_d{d}"] = v[:, j] if st.times[j] == d else np.nan
     return res, ep, k_re
 
 

@@ -130,7 +130,15 @@ class Trial:
         try:
             spec = TrialSpec.model_validate(data)
         except ValidationError as exc:
-            raise _format_validation_trial(exc, source) from None
+            from ..spec_types import errors_to_exception, validation_lines
+
+            lines = validation_lines(exc, TrialSpec)
+            arms, control = data.get("arms"), data.get("control")
+            if isinstance(arms, dict) and isinstance(control, str) and control not in arms and \
+                    not any(f == "control" for f, _ in lines):  # a cross-field check the schema cannot make
+                lines.append(("control", f"control arm '{control[:60]}' is not one of the arms: "
+                                         f"{', '.join(map(str, list(arms)[:10]))}"))
+            raise errors_to_exception(lines, source) from None
         t = cls(spec, source, sha)
         t._resolve()
         return t
