@@ -217,3 +217,20 @@ def test_bad_optimize_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "field 'control'" in err and "blocker.drug" in err and "blocker.interval" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_optimize_over_a_posterior_population(tmp_path, capsys):
+    """With --posterior each virtual patient carries its own draw: the same candidate gives other metrics,
+    and the draws are recorded."""
+    import test_posterior_trial as tpt
+
+    f = _opt(tmp_path, trials=2)
+    fit = tpt._posterior(tmp_path / "fit", {"il1r1_ec50": [1.5, 3.0, 40.0], "gcsf_il1_emax": [40.0, 20.0, 1.0]})
+    assert main(["optimize", str(f), "--out", str(tmp_path / "a")]) == 0
+    assert main(["optimize", str(f), "--out", str(tmp_path / "b"), "--posterior", str(fit)]) == 0
+    a = pd.read_parquet(tmp_path / "a" / "candidates.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "candidates.parquet")
+    assert a[["offset", "duration", "dose"]].equals(b[["offset", "duration", "dose"]])  # same seeded candidates
+    assert not np.allclose(a["rmst_gain"], b["rmst_gain"])
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["posterior"]["parameters"] == ["il1r1_ec50", "gcsf_il1_emax"]

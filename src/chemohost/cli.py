@@ -645,8 +645,10 @@ def build_parser() -> argparse.ArgumentParser:
         st_ = sub.add_parser(verb, help=help_)
         st_.add_argument("study", help="study YAML file (see scenarios/study_*.yaml)")
         st_.add_argument("--out", required=True, help="output folder")
-        st_.add_argument("--posterior", metavar="FIT_DIR", help="ranges 'posterior' and other estimated parameters "
-                                                                "from a `chemohost fit` output folder")
+        st_.add_argument("--posterior", metavar="FIT_DIR", help="a `chemohost fit` output folder: sensitivity takes "
+                                                                "ranges 'posterior' and the other estimated parameters "
+                                                                "from it; optimize and phase1 give every virtual "
+                                                                "patient its own posterior draw")
         st_.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         st_.add_argument("--force", action="store_true", help="discard an interrupted run's checkpoints in --out")
         st_.set_defaults(func=_study)

@@ -209,15 +209,18 @@ class OptimizeStudy(Study):
         return c
 
     # -- evaluation ------------------------------------------------------------------------------------
-    def _setup(self):
+    def _setup(self, posterior=None):
         from .scans import scan_schedule
         from .streams import os_exponentials
+        from .study import posterior_population
         from .trial_runner import sample_trial_patients, setup_trial
 
         trial, n = self.base.trial, self.spec.patients
         seed = trial.spec.seed
         self._st = setup_trial(trial, seed)
         _, self._P, _, _ = sample_trial_patients(trial, n, seed)
+        if posterior is not None:
+            self._P, self._draws = posterior_population(self.base, self._P, posterior, self.spec.seed, self.source)
         self._eos = os_exponentials(seed, n)
         self._sched = scan_schedule(trial.scan_model, trial.follow_up_days, seed, np.arange(n))
 
@@ -250,13 +253,13 @@ class OptimizeStudy(Study):
 
         from .checkpoint import Checkpoint
 
-        if posterior is not None:
-            raise ScenarioError("--posterior is not supported by optimize yet: the optimum is for the base trial's "
-                                "parameter values", file=self.source, field="--posterior")
         s = self.spec
         t0 = time.perf_counter()
-        self._setup()
-        ck = checkpoint(self.fingerprint()) if checkpoint else Checkpoint(None, {})
+        self._setup(posterior)
+        fp = self.fingerprint()
+        if posterior is not None:
+            fp["posterior"] = [str(posterior.folder), posterior.manifest.get("problem_sha256")]
+        ck = checkpoint(fp) if checkpoint else Checkpoint(None, {})
         done = ck.load("control")
         self._control = done[0] if done else ck.save("control", self.per_patient(self.base.trial.arms[s.control]))
         self._control_metrics = self.metrics(self._control)
@@ -331,6 +334,10 @@ class OptimizeStudy(Study):
         hist = pd.DataFrame(rows)
         hist["dose"] = hist["dose"].astype(str)
         summary, comparison, front = self.summarise(study, hist, pps, shipped)
+        if posterior is not None:
+            summary["posterior"] = {"fit_folder": str(posterior.folder), "parameters": posterior.parameters,
+                                    "note": "each virtual patient carries its own posterior draw (a posterior-"
+                                            "predictive population): metrics average over parameter uncertainty"}
         if ck.resumed:
             summary["resumed_chunks"] = ck.resumed
         return StudyResult(self, {"candidates": hist, "comparison": comparison, "pareto": front}, summary,

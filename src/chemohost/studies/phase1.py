@@ -260,7 +260,7 @@ class Phase1Study(Study):
         return list(self.base.trial.arms[self.spec.arm]) + build_regimens([spec], self.base.trial.model.drugs,
                                                                           self.source, "blocker")
 
-    def pools(self, progress: bool, ck) -> tuple[list[np.ndarray], pd.DataFrame]:
+    def pools(self, progress: bool, ck, posterior=None) -> tuple[list[np.ndarray], pd.DataFrame]:
         """Per dose: (pool,) DLT indicator of each virtual patient (neutropenia; blocker AEs drawn
         per patient with the stated probability, seeded)."""
         from ..engine.codegen import compile_model
@@ -272,6 +272,10 @@ class Phase1Study(Study):
         sv = trial.spec.solver
         opts = SolverOptions(rtol=sv.rtol, atol=sv.atol, max_steps=sv.max_steps, closed_form=sv.closed_form)
         _, P, _, _ = sample_trial_patients(trial, s.pool, s.seed)
+        if posterior is not None:
+            from .study import posterior_population
+
+            P, _ = posterior_population(self.base, P, posterior, s.seed, self.source)
         grid = np.arange(0.0, self.window + 1e-9, 0.25)
         rng = np.random.default_rng([s.seed, 17])
         ae_u = rng.random(s.pool)
@@ -300,11 +304,15 @@ class Phase1Study(Study):
     def run(self, *, progress: bool = False, checkpoint=None, posterior=None) -> StudyResult:
         from .checkpoint import Checkpoint
 
-        if posterior is not None:
-            raise ScenarioError("--posterior is not supported by phase1 yet", file=self.source, field="--posterior")
         s = self.spec
+        if posterior is not None and self.design_only:
+            raise ScenarioError("--posterior needs model mode (design-only mode takes declared DLT probabilities)",
+                                file=self.source, field="--posterior")
         t0 = time.perf_counter()
-        ck = checkpoint(self.fingerprint()) if checkpoint else Checkpoint(None, {})
+        fp = self.fingerprint()
+        if posterior is not None:
+            fp["posterior"] = [str(posterior.folder), posterior.manifest.get("problem_sha256")]
+        ck = checkpoint(fp) if checkpoint else Checkpoint(None, {})
         if self.design_only:
             true = np.asarray(s.true_dlt, dtype=float)
             doses = pd.DataFrame({"dose": [str(d) for d in s.doses], "true_dlt": true})
@@ -312,7 +320,7 @@ class Phase1Study(Study):
             def draw(d, k, rng):
                 return int((rng.random(k) < true[d]).sum())
         else:
-            pools, doses = self.pools(progress, ck)
+            pools, doses = self.pools(progress, ck, posterior)
             true = doses["true_dlt"].to_numpy(float)
 
             def draw(d, k, rng):

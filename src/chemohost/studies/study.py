@@ -254,6 +254,29 @@ def expected_rmst(res, base: BaseSetup, tau_days: float) -> np.ndarray:
     return area / DAYS_PER_MONTH
 
 
+def posterior_population(base: "BaseSetup", P: np.ndarray, posterior, seed: int, file: str) -> tuple[np.ndarray, list]:
+    """Each virtual patient (row of ``P``) gets its own posterior draw of the fit's model parameters as
+    typical values (``value x draw / typical``, the patient's own deviation kept): a posterior-
+    predictive population, so answers average over the parameter uncertainty at no extra cost.
+    Draws are chosen with replacement, seeded.  Returns ``(P, draw ids)``."""
+    trial = base.trial
+    if posterior.model != trial.model.name or posterior.species != trial.spec.species:
+        raise ScenarioError(f"the fit in {posterior.folder} is for {posterior.model} ({posterior.species}); the base "
+                            f"trial uses {trial.model.name} ({trial.spec.species})", file=file, field="--posterior")
+    fixed = sorted(set(posterior.parameters) & set(trial.spec.parameters))
+    if fixed:
+        raise ScenarioError(f"the base trial fixes {', '.join(fixed)}, which the posterior samples", file=file,
+                            field="--posterior")
+    rng = np.random.default_rng([seed, 29])
+    k = rng.integers(0, len(posterior.draws), size=P.shape[0])
+    P = P.copy()
+    for name in posterior.parameters:
+        j = base.names.index(name)
+        v = posterior.draws[name].to_numpy(float)[k]
+        P[:, j] = v if base.typical[j] == 0 else P[:, j] * (v / base.typical[j])
+    return P, posterior.draws["draw"].to_numpy()[k].tolist()
+
+
 # -- the interface -----------------------------------------------------------------------------------
 @dataclass
 class StudyResult:
