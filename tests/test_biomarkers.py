@@ -72,3 +72,20 @@ def test_bad_biomarker_inputs(trial_dir, tmp_path, capsys):
     assert main(["biomarkers", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no completion marker" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_biomarkers_on_a_posterior_predictive_trial(tmp_path, capsys):
+    """A posterior-predictive trial folder: every (draw, patient) is a virtual patient, so the markers are
+    judged across the parameter uncertainty."""
+    import test_posterior_trial as tpt
+
+    fit = tpt._posterior(tmp_path / "fit", {"il1r1_ec50": [2.0, 5.0, 30.0], "gcsf_il1_emax": [30.0, 10.0, 2.0]})
+    spec = json.loads(json.dumps(tt.BASE))
+    spec.update(patients=40, follow_up="6 month")
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    assert main(["trial", str(f), "--posterior", str(fit), "--draws", "3", "--out", str(tmp_path / "ppt")]) == 0
+    assert main(["biomarkers", str(tmp_path / "ppt"), "--out", str(tmp_path / "bm"), "--threshold", "q70",
+                 "--replicates", "4", "--per-arm", "20"]) == 0
+    s = json.loads((tmp_path / "bm" / "summary.json").read_text())
+    assert s["labels"]["benefit"]["n"] == 120

@@ -62,9 +62,13 @@ def load_trial_dir(folder) -> tuple[pd.DataFrame, dict]:
         raise ScenarioError(f"TRIAL_DIR {folder}: {str(exc).removeprefix(str(folder) + ': ')}") from None
     df = pd.read_parquet(folder / "patients.parquet")
     man = json.loads((folder / "manifest.json").read_text())
-    if "replicate" in df.columns or "draw" in df.columns:
-        raise ScenarioError(f"TRIAL_DIR {folder} is a randomized or posterior-predictive run; biomarkers need the "
-                            "paired design (every patient in every arm): run `chemohost trial FILE --out DIR`")
+    if "replicate" in df.columns:
+        raise ScenarioError(f"TRIAL_DIR {folder} is a randomized run; biomarkers need the paired design (every "
+                            "patient in every arm): run `chemohost trial FILE --out DIR` (or with --posterior)")
+    if "draw" in df.columns:  # posterior-predictive trial: each (draw, patient) is one virtual patient
+        n = int(df["patient"].max()) + 1
+        codes = {d: i for i, d in enumerate(sorted(df["draw"].unique()))}
+        df = df.assign(patient=df["draw"].map(codes).to_numpy() * n + df["patient"].to_numpy())
     missing = [c for c in ("mk_NLR_d8", "os_months") if c not in df.columns]
     if missing:
         raise ScenarioError(f"TRIAL_DIR {folder}: patients.parquet lacks {', '.join(missing)} (written by an older "
