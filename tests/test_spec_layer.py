@@ -169,7 +169,7 @@ def test_horizon_is_an_alias_of_follow_up(tmp_path, capsys):
 
 
 # -- check and schema ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")) + sorted((ROOT / "problems").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").rglob("*.yaml")) + sorted((ROOT / "problems").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_check_accepts_every_shipped_file(capsys, path):
     rc, out = _run(capsys, ["check", str(path)])

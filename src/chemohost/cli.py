@@ -390,6 +390,48 @@ def _biomarkers(args) -> int:
     return 0
 
 
+def _twin(args) -> int:
+    import json
+
+    from .outputs import json_safe, open_output, write_atomically
+    from .studies.patient_record import load_patient
+    from .studies.twin import Twin, TwinOptions, write_twin
+
+    rec = load_patient(args.patient)
+    post = None
+    if args.posterior:
+        from .calibration.fit import load_posterior
+
+        post = load_posterior(args.posterior)
+    if args.particles < 50 or args.particles > 100_000:
+        raise ChemohostError(f"--particles must be between 50 and 100,000, got {args.particles}")
+    with open_output(args.out):
+        tw = Twin(rec, TwinOptions(particles=args.particles, seed=args.seed, moves=args.moves,
+                                   objective=args.objective, constraint_max=args.max_grade4), posterior=post)
+        res = tw.run(progress=True)
+
+        def write(tmp: Path) -> None:
+            write_twin(res, tmp)
+            from . import __version__
+
+            (tmp / "manifest.json").write_text(json.dumps(json_safe({
+                "patient_file": rec.source, "patient_sha256": rec.sha256, "particles": args.particles,
+                "seed": args.seed, "moves": args.moves, "posterior": args.posterior,
+                "chemohost_version": __version__, "timings_s": res.timings}), indent=2))
+
+        files = write_atomically(args.out, write)
+    r = res.recommendation
+    print(f"twin '{rec.spec.patient}' at day {rec.now:g} ({len(rec.visit_days)} visits, {len(rec.observations)} "
+          f"measurements): P(IL-1-driven host response) {res.history['p_il1_high'].iloc[-1]:.2f}")
+    for a, v in r["by_action"].items():
+        print(f"  {'*' if a == r['action'] else ' '} {a}: {r['objective']} {v['objective']:.3f} +/- {v['se']:.3f}, "
+              f"{res.options.constraint} {v['constraint']:.3f}{'' if v['feasible'] else ' (violates)'}")
+    print(f"  recommended: {r['action']}; most informative next measurement: {res.voi['measurement'].iloc[0]}")
+    for name, path in files.items():
+        print(f"  wrote {path}")
+    return 0
+
+
 def study_lines(res) -> list[str]:
     s = res.summary
     if res.study.kind == "sensitivity":
@@ -425,7 +467,11 @@ def study_lines(res) -> list[str]:
 def _kind_of(path: Path) -> str:
     from .scenario import load_yaml_mapping
 
-    data, _ = load_yaml_mapping(path, "input", "the fields of a scenario, trial or calibration problem")
+    data, _ = load_yaml_mapping(path, "input", "the fields of a scenario, trial, study, patient or problem file")
+    if "study" in data:
+        return "study"
+    if "patient" in data and "visits" in data:
+        return "patient"
     if "problem" in data and "measurements" in data:
         return "problem"
     if "control" in data or "follow_up" in data or ("arms" in data and "horizon" not in data):
@@ -451,6 +497,25 @@ def _check(args) -> int:
         _warn(t)
         print(f"ok: trial '{t.spec.name}' ({t.model.name}, {t.spec.species}): arms {', '.join(t.arms)}; control "
               f"{t.spec.control}; {t.spec.patients} patients per arm; follow-up {t.follow_up_days:g} days")
+    elif kind == "study":
+        from .studies import optimize, phase1, sensitivity  # noqa: F401  (registers the study kinds)
+        from .studies.study import REGISTRY
+        from .scenario import load_yaml_mapping
+
+        data, _ = load_yaml_mapping(path, "study", "study, name, ...")
+        cls = REGISTRY.get(str(data.get("study")))
+        if cls is None:
+            raise ChemohostError(f"{path}: field 'study': unknown study kind {data.get('study')!r}; allowed: "
+                                 f"{', '.join(sorted(REGISTRY))}")
+        st = cls.load(path)
+        _warn(st)
+        print(f"ok: {cls.kind} study '{st.spec.name}'")
+    elif kind == "patient":
+        from .studies.patient_record import load_patient
+
+        rec = load_patient(path)
+        print(f"ok: patient record '{rec.spec.patient}': {len(rec.observations)} measurement(s) on "
+              f"{len(rec.visit_days)} visit day(s) up to day {rec.now:g}")
     else:
         from .calibration.problem import load_problem
 
@@ -652,6 +717,21 @@ def build_parser() -> argparse.ArgumentParser:
         st_.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         st_.add_argument("--force", action="store_true", help="discard an interrupted run's checkpoints in --out")
         st_.set_defaults(func=_study)
+    tw = sub.add_parser("twin", help="patient twin: posterior from the visits, forecasts under next actions, "
+                                     "recommendation")
+    tw.add_argument("patient", help="patient record YAML (see scenarios/patients/)")
+    tw.add_argument("--out", required=True, help="output folder")
+    tw.add_argument("--particles", type=int, default=1000, help="SMC particles (default 1000)")
+    tw.add_argument("--moves", type=int, default=2, help="Metropolis moves per rejuvenation (default 2)")
+    tw.add_argument("--seed", type=int, default=0)
+    tw.add_argument("--objective", default="p_progression_free_next_scan",
+                    choices=["p_progression_free_next_scan", "p_progression_free_6m"],
+                    help="what the recommendation maximises")
+    tw.add_argument("--max-grade4", type=float, default=0.10, dest="max_grade4",
+                    help="constraint: P(grade 4 neutropenia in the next cycle) below this (default 0.10)")
+    tw.add_argument("--posterior", metavar="FIT_DIR", help="couplings from a `chemohost fit` posterior instead of "
+                                                           "their log-uniform priors")
+    tw.set_defaults(func=_twin)
     bm = sub.add_parser("biomarkers", help="biomarkers of harm and benefit from a paired trial folder")
     bm.add_argument("trial_dir", help="--out folder of `chemohost trial` (paired design)")
     bm.add_argument("--out", required=True, help="output folder")
@@ -668,7 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm.set_defaults(func=_biomarkers)
     c = sub.add_parser("check", help="check a scenario, trial or calibration problem file without running it")
     c.add_argument("file", help="YAML file")
-    c.add_argument("--kind", choices=["scenario", "trial", "problem"], help="file kind (default: from its fields)")
+    c.add_argument("--kind", choices=["scenario", "trial", "problem", "study", "patient"],
+                   help="file kind (default: from its fields)")
     c.set_defaults(func=_check)
     sc_ = sub.add_parser("schema", help="print the JSON Schema of a file kind (for editors)")
     sc_.add_argument("kind", choices=["scenario", "trial", "problem"])

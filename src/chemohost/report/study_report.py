@@ -381,3 +381,95 @@ def render_biomarkers(res) -> str:
             "Candidate markers": len(s["features"]),
             "Time": ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())}
     return render(s["trial"] or "trial", "biomarkers of harm and benefit", meta, sections, res.notes, {"summary": s})
+
+
+# -- twin -------------------------------------------------------------------------------------------------------
+def _twin_fit_figure(res):
+    from ..studies.patient_record import OBSERVABLES  # noqa: F401  (units for the labels)
+
+    keys = sorted(set(res.fitted["observable"]))
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        f = res.fitted[res.fitted["observable"] == k]
+        ax.fill_between(f["day"], f["q05"], f["q95"], color="#aed6f1", alpha=0.6, label="posterior 90%")
+        ax.plot(f["day"], f["q50"], color="#1b4f72", lw=1.4, label="posterior median")
+        obs = [o for o in res.record.observations if o.observable == k]
+        ax.plot([o.day for o in obs if not o.censored], [o.value for o in obs if not o.censored], "o",
+                color="#c0392b", label="measured")
+        cen = [o for o in obs if o.censored]
+        if cen:
+            ax.plot([o.day for o in cen], [o.lloq for o in cen], "v", color="#7d3c98", label="< detection limit")
+        ax.set_title(k, fontsize=10)
+        ax.set_xlabel("day")
+        if (f["q05"] > 0).all():
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig, "Posterior trajectories of each measured quantity against the patient's measurements")
+
+
+def _twin_update_figure(res):
+    h = res.history
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].plot(h["day"], h["p_il1_high"], "o-", color="#c0392b")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_xlabel("visit day")
+    axes[0].set_ylabel("P(IL-1-driven host response)")
+    for c in ("il1r1_ec50", "gcsf_il1_emax"):
+        axes[1].plot(h["day"], h[f"{c}_median"], "o-", label=c)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("visit day")
+    axes[1].set_ylabel("posterior median")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, "Posterior probability of an IL-1-driven host response and the couplings, visit by visit")
+
+
+def render_twin(res) -> str:
+    rec, r = res.record, res.recommendation
+    fc = res.forecasts
+    qorder = ["p_progression_free_next_scan", "p_progression_free_6m", "p_grade4_next_cycle", "p_grade3_next_cycle",
+              "anc_nadir_next_cycle", "nlr_next_visit", "sld_next_scan"]
+    rows = []
+    for a in res.options.actions:
+        g = fc[fc["action"] == a].set_index("quantity")
+        cells = []
+        for q in qorder:
+            m, se, lo, hi = g.loc[q, "mean"], g.loc[q, "se"], g.loc[q, "q05"], g.loc[q, "q95"]
+            cells.append(f"{_g(m, 3)} ± {_g(se, 2)}" if q.startswith("p_") else f"{_g(m, 3)} ({_g(lo, 3)} – {_g(hi, 3)})")
+        rows.append([("★ " if a == r["action"] else "") + a, *cells])
+    upd = [[int(x["visit"]), _g(x["day"], 4), int(x["n_measurements"]), _g(x["ess_before_resampling"], 4),
+            "yes" if x["resampled"] else "no", _g(x["move_acceptance"], 2), _g(x["p_il1_high"], 3)]
+           for x in res.history.to_dict("records")]
+    voi = [[x["measurement"], _g(x["relative_reduction"], 3), _g(x["expected_reduction"], 3)]
+           for x in res.voi.to_dict("records")]
+    sections = [
+        _section("Recommendation", f"<b>{r['action']}</b>: {r['objective']} {r['expected']:.3f} ± {r['se']:.3f} "
+                 f"(Monte-Carlo SE) subject to {r['constraint']}" + ("" if r["constraint_met"] else
+                 " — no action meets the constraint; the best objective is shown") + ".",
+                 tables=[_table(["action", *qorder], rows, tid="table-actions",
+                                caption="Probabilities: posterior mean ± Monte-Carlo SE; other quantities: posterior "
+                                        "mean (90% interval). ANC in 1e9/L, sum of diameters in mm.")],
+                 sid="section-recommendation"),
+        _section("Posterior against the measurements", figures=[_twin_fit_figure(res)], sid="section-fit"),
+        _section("Visit-by-visit updates", tables=[_table(["visit", "day", "measurements", "ESS", "resampled",
+                                                           "move acceptance", "P(IL-1-driven)"], upd,
+                                                          tid="table-updates")],
+                 figures=[_twin_update_figure(res)], sid="section-updates"),
+        _section("What the next measurement would be worth",
+                 f"Expected reduction of the posterior variance of {r['objective']} under '{r['action']}' from one "
+                 f"measurement on day {res.record.now + 7:g}.",
+                 tables=[_table(["measurement", "relative reduction", "absolute reduction"], voi, tid="table-voi")],
+                 sid="section-voi")]
+    meta = {"Patient": rec.spec.patient, "Model": f"{rec.spec.model} ({rec.spec.species})",
+            "Indication": rec.spec.indication or DASH, "Decision day": f"{rec.now:g}",
+            "Visits": len(rec.visit_days), "Measurements": len(rec.observations),
+            "Particles": res.options.particles,
+            "Time": ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())}
+    return render(rec.spec.patient, "patient twin", meta, sections, res.notes, {"record": rec.source})

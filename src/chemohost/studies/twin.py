@@ -1,0 +1,560 @@
+"""The monitoring-driven patient twin: ``chemohost twin PATIENT.yaml --out DIR``.
+
+A posterior over one patient's parameters given the population prior, updated visit by visit, then
+forecasts under candidate next actions, a recommendation and the value of the next measurement.
+
+**Method: sequential Monte Carlo over the batch engine** (the particles are the batch).  Why SMC and
+not MCMC: the record grows visit by visit and each update must reuse the last one; the engine
+evaluates 1,000-2,000 particles in one compiled call (seconds), while a chain would need thousands of
+sequential single-patient simulations per update; and the forecasts need samples of the whole
+parameter vector, which the particle cloud is.  Algorithm (a resample-move particle filter, Chopin
+2002; Del Moral, Doucet & Jasra 2006):
+
+1. Prior: the virtual population of the indication (covariate distributions and log-normal IIV, the
+   patient's known covariates fixed) plus the host-response couplings the data cannot pin across the
+   population (``il1r1_ec50``, ``gcsf_il1_emax``: log-uniform over their ranges, or draws of a fit's
+   posterior with ``--posterior``).  For the moves below the prior is used as a multivariate normal on
+   the log scale fitted to 4,000 prior draws (the particles are drawn from the same).
+2. For each visit in time order the weights are multiplied by the likelihood of its measurements
+   (log-normal errors with the assay/biological CVs of :data:`patient_record.OBSERVABLES`; values
+   below the assay's detection limit as CDF terms).  When the effective sample size falls below half,
+   particles are resampled (systematic) and moved by ``moves`` random-walk Metropolis steps (proposal
+   scaled to the particle covariance, 2.38^2/d times a tuning factor) targeting the posterior of the
+   visits so far: rejuvenation, so the cloud does not collapse.
+3. Forecasts: every particle is simulated from day 0 with the dosing given so far and each candidate
+   next action (continue; reduce the chemotherapy dose one level, -20%; delay one week; add the IL-1alpha
+   antibody now; add the caspase-1 inhibitor now; switch gemcitabine to fixed dose rate; stop
+   chemotherapy): ANC nadir and P(grade >= 3 / 4 neutropenia) in the next 28 days, NLR at the next
+   visit, sum of diameters and P(progression) at the next scan, P(progression-free) at 6 months
+   (RECIST on the simulated true size: +20% and +5 mm over the nadir, or a new lesion).
+4. Recommendation: the action maximising the declared objective (default P(progression-free at the next
+   restaging scan); P(progression-free at 6 months) with ``--objective``) among those meeting the constraint (default P(grade 4 neutropenia next cycle) < 10%); each
+   action's expected value comes with its Monte-Carlo standard error and 90% interval.
+5. Value of information: for each candidate measurement at the next visit, the expected reduction of
+   the posterior variance of the objective under the recommended action (preposterior analysis on the
+   particles: simulated measurements reweight the cloud; no new simulation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from ..errors import ScenarioError
+from .patient_record import OBSERVABLES, PatientRecord
+
+ACTIONS = ("continue", "reduce_dose", "delay_1w", "add_il1a_antibody", "add_caspase1_inhibitor", "switch_fdr",
+           "stop_chemotherapy")
+COUPLINGS = {"il1r1_ec50": (1.2, 50.0), "gcsf_il1_emax": (0.5, 50.0)}
+SCAN_DAYS = 56.0  # every 8 weeks, as the trials assess
+HORIZON = 182.0  # 6 months from now
+
+
+@dataclass
+class TwinOptions:
+    particles: int = 1000
+    moves: int = 2
+    seed: int = 0
+    objective: str = "p_progression_free_next_scan"
+    constraint: str = "p_grade4_next_cycle"
+    constraint_max: float = 0.10
+    actions: tuple = ACTIONS
+
+
+@dataclass
+class TwinResult:
+    record: PatientRecord
+    options: TwinOptions
+    particles: pd.DataFrame  # final posterior (names, weight)
+    history: pd.DataFrame  # per visit: ESS, resampled, acceptance, P(IL-1 high), posterior quantiles
+    fitted: pd.DataFrame  # time courses: observable, day, q05/q50/q95 of the posterior
+    forecasts: pd.DataFrame  # action x quantity: mean, se, q05, q95
+    recommendation: dict
+    voi: pd.DataFrame
+    timings: dict
+    notes: list = field(default_factory=list)
+
+
+class Twin:
+    def __init__(self, record: PatientRecord, options: TwinOptions | None = None, posterior=None):
+        from ..api import parameter_vector
+        from ..engine.codegen import compile_model
+        from ..engine.simulate import SolverOptions
+        from .indications import load_indication
+
+        self.rec = record
+        self.opt = options or TwinOptions()
+        o = self.opt
+        if o.particles < 50:
+            raise ScenarioError(f"--particles must be >= 50, got {o.particles}")
+        spec = record.spec
+        self.model = record.model
+        self.ind = load_indication(spec.indication, self.model.parameters) if spec.indication else None
+        params = dict(self.ind.parameters) if self.ind else {}
+        self.names, self.typical, _ = parameter_vector(self.model, spec.species, params)
+        self.cm = compile_model(self.model, True)
+        self.solver = SolverOptions(rtol=1e-5, atol=1e-9)
+        self.posterior = posterior
+        self.rng = np.random.default_rng([o.seed, 11])
+        self._prior()
+
+    # -- prior -------------------------------------------------------------------------------------
+    def _population(self, n: int, seed: int) -> np.ndarray:
+        from ..population.virtual import sample_population
+
+        spec = self.rec.spec
+        if spec.species != "human":
+            from ..api import parameter_vector, sample_patients
+
+            names, typical, cvs = parameter_vector(self.model, spec.species,
+                                                   {**(self.ind.parameters if self.ind else {}), **spec.covariates})
+            return sample_patients(typical, cvs, n, seed, True)
+        _, P, _ = sample_population(self.model, spec.species, None, n, seed,
+                                    parameters=self.ind.parameters if self.ind else None,
+                                    cv_overrides=self.ind.cvs if self.ind else None, fixed=spec.covariates or None)
+        return P
+
+    def _prior(self) -> None:
+        P = self._population(4000, self.opt.seed + 1)
+        cj = [self.names.index(c) for c in COUPLINGS]
+        if self.posterior is not None:
+            d = self.posterior.draws
+            k = self.rng.integers(0, len(d), P.shape[0])
+            for c in COUPLINGS:
+                if c in d:
+                    P[:, self.names.index(c)] = d[c].to_numpy(float)[k]
+        else:
+            for c, (lo, hi) in COUPLINGS.items():
+                P[:, self.names.index(c)] = np.exp(self.rng.uniform(math.log(lo), math.log(hi), P.shape[0]))
+        logP = np.log(np.maximum(P, 1e-300))
+        var = logP.std(axis=0) > 1e-9
+        var &= (P > 0).all(axis=0)
+        self.free = np.flatnonzero(var)  # the parameters that differ between particles (log scale)
+        self.fixed = P[0].copy()
+        X = logP[:, self.free]
+        self.mu = X.mean(axis=0)
+        self.cov = np.cov(X.T) + 1e-10 * np.eye(X.shape[1])
+        self.cov_inv = np.linalg.inv(self.cov)
+        self.bounds = {self.free.tolist().index(j): (math.log(lo), math.log(hi))
+                       for j, (lo, hi) in zip(cj, COUPLINGS.values()) if j in self.free}
+
+    def log_prior(self, X: np.ndarray) -> np.ndarray:
+        d = X - self.mu
+        lp = -0.5 * np.einsum("ij,jk,ik->i", d, self.cov_inv, d)
+        for k, (lo, hi) in self.bounds.items():
+            lp = np.where((X[:, k] < lo) | (X[:, k] > hi), -np.inf, lp)
+        return lp
+
+    def params(self, X: np.ndarray) -> np.ndarray:
+        P = np.repeat(self.fixed[None, :], X.shape[0], axis=0)
+        P[:, self.free] = np.exp(X)
+        return P
+
+    # -- dosing ------------------------------------------------------------------------------------
+    def history_events(self) -> list:
+        """Single-dose regimens of what was given before 'now' (the given CSV, or the plan)."""
+        from ..protocol.dosing import dose_table
+
+        now = self.rec.now
+        if self.rec.given is not None:
+            return [r for r in self.rec.given.single_dose_regimens(0) if r.start < now - 1e-9]
+        return [r for r in _events(self.rec.regimens, dose_table) if r.start < now - 1e-9]
+
+    def action_events(self, action: str) -> list:
+        """History + the planned future modified by ``action``."""
+        from ..protocol.dosing import Regimen, dose_table, parse_dose
+
+        now = self.rec.now
+        future = [r for r in _events(self.rec.regimens, dose_table) if r.start >= now - 1e-9]
+        chemo = {"gemcitabine", "cisplatin", "docetaxel"}
+        if action == "reduce_dose":
+            future = [replace(r, dose=r.dose * 0.8) if r.drug in chemo else r for r in future]
+        elif action == "delay_1w":
+            future = [replace(r, start=r.start + 7.0) if r.drug in chemo else r for r in future]
+        elif action == "stop_chemotherapy":
+            future = [r for r in future if r.drug not in chemo]
+        elif action == "switch_fdr":
+            v, basis = parse_dose("1500 mg/m2")
+            future = [replace(r, dose=v, basis=basis, infusion=150.0 / 1440.0) if r.drug == "gemcitabine" else r
+                      for r in future]
+        elif action == "add_il1a_antibody":
+            v, basis = parse_dose("7.5 mg/kg")
+            future += [Regimen(drug="bermekimab", dose=v, basis=basis, route="iv", infusion=1 / 24, days=(1,),
+                               cycle_length=14.0, cycles=13, start=now, label="bermekimab")]
+        elif action == "add_caspase1_inhibitor":
+            v, basis = parse_dose("900 mg")
+            future += [Regimen(drug="belnacasan", dose=v, basis=basis, route="oral", days=(1,), cycle_length=1.0,
+                               cycles=int(HORIZON), start=now, times_of_day=(0.0, 1 / 3, 2 / 3),
+                               label="belnacasan")]
+        return self.history_events() + future
+
+    # -- likelihood --------------------------------------------------------------------------------
+    def simulate(self, X: np.ndarray, events: list, times: np.ndarray, outputs: list[str]):
+        from ..engine.simulate import simulate
+
+        regs = events if events else []
+        return simulate(self.cm, self.params(X), regs, times, outputs, options=self.solver)
+
+    def _quantities(self, res, names):
+        out = {}
+        for key in names:
+            q = OBSERVABLES[key][0]
+            if q == "SLD":
+                from .endpoints import sum_of_diameters
+
+                out[key] = sum_of_diameters(res.output("tumour_total"))
+            else:
+                out[key] = res.output(q)
+        return out
+
+    def _outputs_for(self, keys) -> list[str]:
+        outs = set()
+        for k in keys:
+            q = OBSERVABLES[k][0]
+            outs.add("tumour_total" if q == "SLD" else q)
+        return sorted(outs)
+
+    def loglik(self, X: np.ndarray, obs: list) -> np.ndarray:
+        """(N,) log-likelihood of observations ``obs`` for particles ``X``."""
+        if not obs:
+            return np.zeros(X.shape[0])
+        days = np.unique([o.day for o in obs])
+        keys = sorted({o.observable for o in obs})
+        res = self.simulate(X, self.history_events(), np.unique(np.r_[0.0, days]), self._outputs_for(keys))
+        qs = self._quantities(res, keys)
+        t = res.times
+        ll = np.zeros(X.shape[0])
+        for o in obs:
+            j = int(np.searchsorted(t, o.day))
+            h = qs[o.observable][:, j]
+            sig = OBSERVABLES[o.observable][3]
+            if OBSERVABLES[o.observable][2] == "detection":  # new lesion seen (1) or not (0) on a scan
+                from scipy.stats import norm
+
+                from .scans import ScanModel
+
+                thr = ScanModel(interval_days=SCAN_DAYS).new_lesion_threshold_cm3
+                known = qs[o.observable][:, 0] >= thr
+                p = np.where(known, 0.0, norm.cdf(np.log(np.maximum(h, 1e-12) / thr) / sig))
+                p = np.clip(p, 1e-9, 1 - 1e-9)
+                ll += np.log(p) if o.value > 0.5 else np.log1p(-p)
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mu = np.log(np.maximum(h, 1e-300))
+            if o.censored:
+                ll += special.log_ndtr((math.log(o.lloq) - mu) / sig)
+            else:
+                y = math.log(max(o.value, 1e-12))
+                ll += -0.5 * ((y - mu) / sig) ** 2 - math.log(sig)
+        ll[res.status != 0] = -np.inf
+        return ll
+
+    # -- SMC ---------------------------------------------------------------------------------------
+    def run(self, progress: bool = False) -> TwinResult:
+        o = self.opt
+        t0 = time.perf_counter()
+        N = o.particles
+        L = np.linalg.cholesky(self.cov)
+        X = self.mu + self.rng.standard_normal((N, self.mu.size)) @ L.T
+        for k, (lo, hi) in self.bounds.items():
+            X[:, k] = self.rng.uniform(lo, hi, N)
+        logw = np.zeros(N)
+        seen: list = []
+        hist = []
+        days = self.rec.visit_days
+        for v, day in enumerate(days):
+            new = [ob for ob in self.rec.observations if ob.day == day]
+            logw += self.loglik(X, new)
+            seen += new
+            w = _normalise(logw)
+            ess = 1.0 / np.sum(w ** 2)
+            resampled, acc = False, float("nan")
+            if ess < N / 2 or v == len(days) - 1:
+                idx = _systematic(w, self.rng)
+                X, logw = X[idx], np.zeros(N)
+                resampled = True
+                acc = self._move(X, seen, o.moves)
+            w = _normalise(logw)
+            P = self.params(X)
+            row = {"visit": v + 1, "day": day, "n_measurements": len(new), "ess_before_resampling": float(ess),
+                   "resampled": resampled, "move_acceptance": acc, "p_il1_high": float(np.sum(w * self._il1_high(P)))}
+            for c in COUPLINGS:
+                j = self.names.index(c)
+                row[f"{c}_median"] = float(_wquant(P[:, j], w, 0.5))
+            hist.append(row)
+            if progress:
+                print(f"  visit {v + 1} (day {day:g}): {len(new)} measurement(s), ESS {ess:.0f}/{N}, "
+                      f"P(IL-1-driven) {row['p_il1_high']:.2f}", file=sys.stderr, flush=True)
+        t1 = time.perf_counter()
+        w = _normalise(logw)
+        P = self.params(X)
+        particles = pd.DataFrame(P[:, self.free], columns=[self.names[j] for j in self.free])
+        particles["weight"] = w
+        fitted = self._fitted(X, w)
+        fc, per = self._forecasts(X, w, progress)
+        t2 = time.perf_counter()
+        rec = self._recommend(fc)
+        voi = self._voi(X, w, per, rec["action"])
+        return TwinResult(self.rec, o, particles, pd.DataFrame(hist), fitted, fc, rec, voi,
+                          {"update": t1 - t0, "forecast": t2 - t1, "value_of_information": time.perf_counter() - t2})
+
+    def _move(self, X: np.ndarray, obs: list, moves: int) -> float:
+        """Random-walk Metropolis moves of every particle (in place); returns the acceptance rate."""
+        d = X.shape[1]
+        C = np.cov(X.T) + 1e-8 * np.eye(d)
+        L = np.linalg.cholesky(C * (2.38 ** 2 / d) * 0.25)
+        cur = self.log_prior(X) + self.loglik(X, obs)
+        acc = 0
+        for _ in range(moves):
+            Y = X + self.rng.standard_normal(X.shape) @ L.T
+            lp = self.log_prior(Y)
+            ok = np.isfinite(lp)
+            new = np.full(X.shape[0], -np.inf)
+            if ok.any():
+                new[ok] = lp[ok] + self.loglik(Y[ok], obs)
+            a = np.log(self.rng.random(X.shape[0])) < new - cur
+            X[a] = Y[a]
+            cur[a] = new[a]
+            acc += int(a.sum())
+        return acc / (moves * X.shape[0])
+
+    def _il1_high(self, P: np.ndarray) -> np.ndarray:
+        """Indicator of an IL-1-driven host response: coupling strength ln(gcsf_il1_emax / il1r1_ec50) above
+        the prior median (the two parameters that drive the blockade effect in the sensitivity study)."""
+        s = np.log(P[:, self.names.index("gcsf_il1_emax")]) - np.log(P[:, self.names.index("il1r1_ec50")])
+        ref = 0.5 * (math.log(COUPLINGS["gcsf_il1_emax"][0] * COUPLINGS["gcsf_il1_emax"][1])
+                     - math.log(COUPLINGS["il1r1_ec50"][0] * COUPLINGS["il1r1_ec50"][1]))
+        return (s > ref).astype(float)
+
+    def _fitted(self, X, w) -> pd.DataFrame:
+        keys = sorted({o.observable for o in self.rec.observations if OBSERVABLES[o.observable][2] == "log"})
+        t = np.arange(0.0, self.rec.now + 1e-9, 1.0)
+        res = self.simulate(X, self.history_events(), t, self._outputs_for(keys))
+        qs = self._quantities(res, keys)
+        rows = []
+        for k in keys:
+            y = qs[k]
+            for j, day in enumerate(t):
+                rows.append({"observable": k, "day": day, "q05": _wquant(y[:, j], w, 0.05),
+                             "q50": _wquant(y[:, j], w, 0.5), "q95": _wquant(y[:, j], w, 0.95)})
+        return pd.DataFrame(rows)
+
+    def _forecasts(self, X, w, progress):
+        now = self.rec.now
+        t = np.unique(np.r_[np.arange(0.0, now + HORIZON + 1e-9, 1.0), now + HORIZON])
+        nxt = now + 7.0
+        scans = [now + SCAN_DAYS * k for k in (1, 2, 3)]
+        rows, per = [], {}
+        for a in self.opt.actions:
+            res = self.simulate(X, self.action_events(a), t, ["ANC", "NLR", "tumour_total", "met_burden"])
+            ok = res.status == 0
+            anc = res.output("ANC")
+            win = (t >= now) & (t <= now + 28)
+            nadir = anc[:, win].min(axis=1)
+            from scipy.stats import norm
+
+            from .endpoints import sum_of_diameters
+            from .scans import ScanModel
+
+            sm = ScanModel(interval_days=SCAN_DAYS)
+            sld = sum_of_diameters(res.output("tumour_total"))
+            past = t <= now + 1e-9
+            nad = sld[:, past].min(axis=1)
+            met = res.output("met_burden")
+            known = met[:, 0] >= sm.new_lesion_threshold_cm3  # lesions visible at baseline are not new
+            # RECIST at each scan as a radiologist sees it: size progression (+20% and +5 mm over the nadir)
+            # through the scan's measurement error, or a new lesion through the per-scan detection threshold
+            # (the trial's scan model); P(progression-free) is the product over scans of the survival
+            p_free = np.ones(X.shape[0])
+            p_first = None
+            for sd in scans:
+                j = int(np.searchsorted(t, sd))
+                thr = np.maximum(1.2 * nad, nad + 5.0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    p_size = norm.cdf(np.log(sld[:, j] / thr) / OBSERVABLES["SLD"][3])
+                    p_new = np.where(known, 0.0, norm.cdf(np.log(np.maximum(met[:, j], 1e-12)
+                                                                 / sm.new_lesion_threshold_cm3) / sm.new_lesion_sd))
+                p_scan = 1.0 - (1.0 - p_size) * (1.0 - p_new)
+                p_free = p_free * (1.0 - p_scan)
+                if p_first is None:
+                    p_first = 1.0 - p_free.copy()
+                nad = np.minimum(nad, sld[:, j])
+            jn = int(np.searchsorted(t, nxt))
+            js = int(np.searchsorted(t, scans[0]))
+            q = {"anc_nadir_next_cycle": nadir, "p_grade3_next_cycle": (nadir < 1.0).astype(float),
+                 "p_grade4_next_cycle": (nadir < 0.5).astype(float), "nlr_next_visit": res.output("NLR")[:, jn],
+                 "sld_next_scan": sld[:, js], "p_progression_next_scan": p_first,
+                 "p_progression_free_next_scan": 1.0 - p_first, "p_progression_free_6m": p_free}
+            per[a] = q
+            ww = np.where(ok, w, 0.0)
+            ww = ww / ww.sum()
+            ess = 1.0 / np.sum(ww ** 2)
+            for name, v in q.items():
+                m = float(np.sum(ww * v))
+                sd_ = float(np.sqrt(max(np.sum(ww * (v - m) ** 2), 0.0)))
+                rows.append({"action": a, "quantity": name, "mean": m, "se": sd_ / math.sqrt(ess),
+                             "q05": _wquant(v, ww, 0.05), "q95": _wquant(v, ww, 0.95), "failed": int((~ok).sum())})
+            if progress:
+                pf = rows[-1]["mean"]
+                print(f"  forecast '{a}': P(progression-free 6 mo) {pf:.2f}, next scan "
+                      f"{float(np.sum(ww * q['p_progression_free_next_scan'])):.2f}", file=sys.stderr, flush=True)
+        return pd.DataFrame(rows), per
+
+    def _recommend(self, fc: pd.DataFrame) -> dict:
+        o = self.opt
+        piv = fc.pivot(index="action", columns="quantity", values="mean")
+        se = fc.pivot(index="action", columns="quantity", values="se")
+        ok = piv[o.constraint] < o.constraint_max
+        cand = piv[ok] if ok.any() else piv
+        best = cand[o.objective].idxmax()
+        return {"action": best, "objective": o.objective, "constraint": f"{o.constraint} < {o.constraint_max:g}",
+                "constraint_met": bool(ok.any()), "expected": float(piv.loc[best, o.objective]),
+                "se": float(se.loc[best, o.objective]),
+                "by_action": {a: {"objective": float(piv.loc[a, o.objective]), "se": float(se.loc[a, o.objective]),
+                                  "constraint": float(piv.loc[a, o.constraint]), "feasible": bool(ok[a])}
+                              for a in piv.index}}
+
+    def _voi(self, X, w, per, action) -> pd.DataFrame:
+        """Expected reduction of the posterior variance of the objective (recommended action) from each
+        candidate measurement at the next visit (day now + 7), on the particles (no new simulation)."""
+        o = self.opt
+        target = per[action][o.objective]
+        m0 = np.sum(w * target)
+        v0 = float(np.sum(w * (target - m0) ** 2))
+        now = self.rec.now
+        keys = [k for k in OBSERVABLES if k != "tumour_volume" and OBSERVABLES[k][2] == "log"]
+        res = self.simulate(X, self.action_events(action), np.unique(np.r_[np.arange(0, now + 7.01, 1.0)]),
+                            self._outputs_for(keys))
+        qs = self._quantities(res, keys)
+        rows = []
+        M = min(200, X.shape[0])
+        idx = self.rng.choice(X.shape[0], size=M, p=w)
+        for k in keys:
+            h = qs[k][:, -1]
+            sig = OBSERVABLES[k][3]
+            mu = np.log(np.maximum(h, 1e-300))
+            y = mu[idx] + sig * self.rng.standard_normal(M)  # pseudo-measurements from the predictive
+            ll = -0.5 * ((y[None, :] - mu[:, None]) / sig) ** 2  # (N, M)
+            lw = np.log(np.maximum(w, 1e-300))[:, None] + ll
+            pw = np.exp(lw - lw.max(axis=0, keepdims=True))
+            pw /= pw.sum(axis=0, keepdims=True)
+            pm = (pw * target[:, None]).sum(axis=0)
+            pv = (pw * (target[:, None] - pm[None, :]) ** 2).sum(axis=0)
+            rows.append({"measurement": k, "day": now + 7.0, "prior_variance": v0, "expected_posterior_variance":
+                         float(pv.mean()), "expected_reduction": float(v0 - pv.mean()),
+                         "relative_reduction": float((v0 - pv.mean()) / v0) if v0 > 0 else 0.0})
+        return pd.DataFrame(rows).sort_values("expected_reduction", ascending=False).reset_index(drop=True)
+
+
+def synthetic_record(truth: dict, regimens_yaml: list, visits: dict, now: float, seed: int, *, indication=None,
+                     covariates=None, patient="synthetic", model_name="host_response") -> tuple[dict, dict]:
+    """A patient record (as YAML data) simulated from known parameters ``truth`` (parameter -> value in
+    internal units, on top of the indication's typical patient): ``visits`` maps observable -> days;
+    measurements get the record's noise (log-normal, CVs of OBSERVABLES); IL-1alpha below the clinical
+    EIA limit of 3.9 pg/mL is written as censored.  Returns ``(record data, the truth used)``."""
+    from ..api import parameter_vector
+    from ..engine.simulate import simulate
+    from ..model.registry import get_model
+    from ..scenario import RegimenSpec, build_regimens
+    from .endpoints import sum_of_diameters
+    from .indications import load_indication
+
+    model = get_model(model_name)
+    ind = load_indication(indication, model.parameters) if indication else None
+    params = {**(ind.parameters if ind else {}), **(covariates or {})}
+    names, typical, _ = parameter_vector(model, "human", params)
+    P = typical.copy()
+    for k, v in truth.items():
+        P[names.index(k)] = v
+    regs = build_regimens([RegimenSpec.model_validate(r) for r in regimens_yaml], model.drugs, "<synthetic>",
+                          "regimens")
+    days = sorted({d for ds in visits.values() for d in ds} | {0.0, now})
+    res = simulate(model, P[None, :], regs, np.array(days, dtype=float), None)  # every species and output
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key, ds in visits.items():
+        q, unit, _, sig, _ = OBSERVABLES[key]
+        for d in ds:
+            j = days.index(d)
+            v = float(sum_of_diameters(res.output("tumour_total"))[0, j]) if q == "SLD" else float(res.output(q)[0, j])
+            if unit == "binary":  # a new lesion seen through the scan model's noisy threshold
+                base0 = float(res.output(q)[0, 0])
+                seen = base0 < 0.52 and v > 0.52 * math.exp(sig * rng.standard_normal())
+                rows.append({"day": d, key: "yes" if seen else "no"})
+                continue
+            y = v * math.exp(sig * rng.standard_normal())
+            if key == "IL1a" and y < 3.9:
+                val = "<3.9 pg/mL"
+            else:
+                val = f"{y:.4g} {unit if unit != 'dimensionless' else ''}".strip()
+            rows.append({"day": d, key: val})
+    visits_out = {}
+    for r in rows:
+        visits_out.setdefault(r["day"], {"day": r["day"]}).update({k: v for k, v in r.items() if k != "day"})
+    data = {"patient": patient, "model": model_name, "species": "human", "indication": indication,
+            "covariates": covariates or {}, "regimens": regimens_yaml, "now": f"{now:g} day",
+            "visits": [visits_out[d] for d in sorted(visits_out)]}
+    if indication is None:
+        data.pop("indication")
+    return data, {k: float(v) for k, v in truth.items()}
+
+
+def _events(regimens, dose_table) -> list:
+    """A schedule as single-dose regimens (one per administration, no rule)."""
+    from ..protocol.dosing import Regimen
+
+    tab = dose_table(list(regimens))
+    out = []
+    for k in range(tab.n):
+        r = regimens[tab.regimen[k]]
+        out.append(Regimen(drug=r.drug, dose=r.dose, basis=r.basis, route=r.route,
+                           infusion=(tab.duration[k] if tab.duration[k] > 0 else None), days=(1,), cycle_length=1.0,
+                           cycles=1, start=float(tab.time[k]), label=r.label))
+    return out
+
+
+def _normalise(logw: np.ndarray) -> np.ndarray:
+    m = np.max(logw[np.isfinite(logw)]) if np.isfinite(logw).any() else 0.0
+    w = np.exp(np.where(np.isfinite(logw), logw - m, -np.inf))
+    s = w.sum()
+    if not s > 0:
+        raise ScenarioError("every particle is incompatible with the measurements (a value far outside what the "
+                            "model can produce?); check the record's units and values")
+    return w / s
+
+
+def _systematic(w: np.ndarray, rng) -> np.ndarray:
+    n = w.size
+    u = (rng.random() + np.arange(n)) / n
+    return np.minimum(np.searchsorted(np.cumsum(w), u), n - 1)
+
+
+def _wquant(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    o = np.argsort(x)
+    c = np.cumsum(w[o])
+    return float(x[o][min(np.searchsorted(c, q * c[-1]), x.size - 1)])
+
+
+def write_twin(res: TwinResult, folder: Path) -> None:
+    from ..outputs import json_safe
+    from ..report.study_report import render_twin
+
+    res.particles.to_parquet(folder / "posterior.parquet", index=False)
+    res.history.to_parquet(folder / "updates.parquet", index=False)
+    res.fitted.to_parquet(folder / "fitted.parquet", index=False)
+    res.forecasts.to_parquet(folder / "forecasts.parquet", index=False)
+    res.voi.to_parquet(folder / "value_of_information.parquet", index=False)
+    summary = {"patient": res.record.spec.patient, "now_day": res.record.now, "visits": len(res.record.visit_days),
+               "particles": res.options.particles, "recommendation": res.recommendation,
+               "p_il1_driven": float(res.history["p_il1_high"].iloc[-1]),
+               "updates": res.history.to_dict("records"), "timings_s": res.timings, "notes": res.notes}
+    (folder / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, default=str))
+    (folder / "report.html").write_text(render_twin(res))
