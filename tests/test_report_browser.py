@@ -210,3 +210,23 @@ def test_biomarkers_report_in_chromium(browser, tmp_path):
             assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
     finally:
         page.close()
+
+
+def test_twin_report_in_chromium(browser, tmp_path):
+    from chemohost.cli import main
+
+    f = Path(__file__).resolve().parents[1] / "scenarios" / "patients" / "patient_il1_low.yaml"
+    assert main(["twin", str(f), "--out", str(tmp_path / "t"), "--particles", "100"]) == 0
+    html = (tmp_path / "t" / "report.html").read_text()
+    page, errors, requests = _open(browser, html, tmp_path / "t.html", tmp_path / "t.png")
+    try:
+        assert errors == []
+        assert page.locator("#table-actions tbody tr").count() == 7
+        assert page.locator("#table-updates tbody tr").count() == 6
+        assert page.locator("#table-voi tbody tr").count() >= 5
+        imgs = page.locator("figure img")
+        assert imgs.count() == 2
+        for k in range(imgs.count()):
+            assert imgs.nth(k).evaluate("img => img.complete ? img.naturalWidth : 0") > 0
+    finally:
+        page.close()
