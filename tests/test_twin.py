@@ -98,3 +98,26 @@ def test_proof_at_reduced_size():
     assert f.loc[("ANC", 4), "median_abs_log_error"] < f.loc[("ANC", 1), "median_abs_log_error"]
     assert v["errors"]["inside_90"].mean() >= 0.6
     assert v["recommended_minus_fixed"]["ci"][1] >= 0
+
+
+def test_nlr_triggered_blockade_inside_a_trial(tmp_path):
+    """Adaptive protocol (issue 12 item 4): the blocker is given only while NLR is >= 30% above the
+    patient's pre-treatment value -- at strong IL-1 coupling some patients trigger it, fewer doses are
+    given than with fixed blockade, and a patient whose NLR never rises gets none."""
+    from chemohost.studies.trial import Trial, run_trial
+
+    d = yaml.safe_load((ROOT / "scenarios" / "trial_pancreatic_adaptive_blockade.yaml").read_text())
+    d.update(patients=24, follow_up="4 month", parameters={"il1r1_ec50": "3 pg/mL", "gcsf_il1_emax": 20})
+    for regs in d["arms"].values():
+        for r in regs:
+            r["cycles"] = 3
+    t = Trial.from_dict(d, str(tmp_path / "t.yaml"))
+    p = run_trial(t).patients
+    g = p.groupby(p["arm"].astype(str))["doses_given"].sum()
+    base = g["gemcitabine"]
+    fixed = g["gemcitabine + bermekimab fixed"] - base
+    adaptive = g["gemcitabine + bermekimab if NLR rises 30%"] - base
+    assert 0 < adaptive < 2 * fixed  # weekly slots, given only while NLR is raised
+    per = (p[p["arm"].astype(str) == "gemcitabine + bermekimab if NLR rises 30%"].set_index("patient")["doses_given"]
+           - p[p["arm"].astype(str) == "gemcitabine"].set_index("patient")["doses_given"])
+    assert (per == 0).any() and (per > 0).any()  # some patients trigger the blocker, others never do

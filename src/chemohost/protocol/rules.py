@@ -91,6 +91,22 @@ RULES["gemcitabine_label_anc_delay"] = replace(
 )
 
 
+#: adaptive blockade: a scheduled blocker dose is given only while NLR is >= 30% above the patient's
+#: pre-treatment value at the time it falls due (monitoring-driven, issue 12); otherwise it is skipped
+RULES["give_if_nlr_rise_30pct"] = ThresholdRule(
+    name="give_if_nlr_rise_30pct",
+    output="nlr_rel",
+    unit="dimensionless",
+    thresholds=(1.3,),
+    factors=(1.0,),
+    below_factor=0.0,
+    description="Adaptive (monitoring-driven) blockade: each scheduled dose of the blocker is given only if NLR has "
+    "risen >= 30% above the patient's pre-treatment value when it falls due; otherwise it is skipped",
+    source="protocol choice (issue 12 example: 'start bermekimab when NLR rises > 30% above baseline'); NLR rise "
+    "after chemotherapy is prognostic in PDAC (PubMed 25155401; Sci Rep 2017 s41598-017-00859-5)",
+)
+
+
 def get_rule(name: str) -> ThresholdRule:
     if name not in RULES:
         raise ProtocolError(f"unknown dose-modification rule '{name}'; available: {', '.join(sorted(RULES))}")

@@ -96,6 +96,8 @@ MODULE = Module(
         Output("mdsc0", "bm_anc0*bm_pol0", "1e9/L", "baseline PMN-MDSC"),
         Output("mdsc_rel", "mdsc/mdsc0", "dimensionless", "PMN-MDSC relative to baseline"),
         Output("NLR", "ANC/lymph", "dimensionless", "neutrophil-to-lymphocyte ratio"),
+        Output("nlr_rel", "ANC/lymph/(bm_anc0/bm_lymph0)", "dimensionless",
+               "NLR relative to the patient's pre-treatment value (the monitored quantity of NLR-triggered rules)"),
         Output("gmp_frequency", "gmp/(gmp + mdp + clp + hspc + 1e-12)*4", "dimensionless",
                "GMP share of marrow progenitors relative to healthy (1 = healthy; 0 once the marrow is empty)"),
     ),
