@@ -111,6 +111,8 @@ def test_nlr_triggered_blockade_inside_a_trial(tmp_path):
     for regs in d["arms"].values():
         for r in regs:
             r["cycles"] = 3
+    d.pop("twin_guided")  # the twin-guided arm has its own test below
+    d["arms"].pop("gemcitabine + twin-guided bermekimab")
     t = Trial.from_dict(d, str(tmp_path / "t.yaml"))
     p = run_trial(t).patients
     g = p.groupby(p["arm"].astype(str))["doses_given"].sum()
@@ -121,3 +123,85 @@ def test_nlr_triggered_blockade_inside_a_trial(tmp_path):
     per = (p[p["arm"].astype(str) == "gemcitabine + bermekimab if NLR rises 30%"].set_index("patient")["doses_given"]
            - p[p["arm"].astype(str) == "gemcitabine"].set_index("patient")["doses_given"])
     assert (per == 0).any() and (per > 0).any()  # some patients trigger the blocker, others never do
+
+
+TWIN_ARM = "gemcitabine + twin-guided bermekimab"
+
+
+def _twin_trial(tmp_path, n=6, **policy):
+    from chemohost.studies.trial import Trial
+
+    d = yaml.safe_load((ROOT / "scenarios" / "trial_pancreatic_adaptive_blockade.yaml").read_text())
+    d.update(patients=n, follow_up="4 month", parameters={"il1r1_ec50": "3 pg/mL", "gcsf_il1_emax": 20})
+    for arm in ("gemcitabine + bermekimab fixed", "gemcitabine + bermekimab if NLR rises 30%"):
+        d["arms"].pop(arm)
+    for regs in d["arms"].values():
+        for r in regs:
+            r["cycles"] = 3
+    d["twin_guided"][TWIN_ARM].update(particles=60, **policy)
+    return Trial.from_dict(d, str(tmp_path / "t.yaml"))
+
+
+def test_twin_guided_arm_inside_a_trial(tmp_path):
+    """Twin-guided protocol (issue 12 item 4): each patient's first cycle is measured with noise, the twin
+    decides at day 28 with a treatment threshold, and the patient gets bermekimab from day 28 only if
+    recommended; the decision is per patient (the same with another chunk size), patients the twin
+    leaves alone get exactly the control arm's course, and the summary counts the decisions."""
+    from chemohost.studies.trial import run_trial
+
+    t = _twin_trial(tmp_path, min_gain=0.01)
+    r = run_trial(t)
+    p = r.patients
+    tw = p[p["arm"].astype(str) == TWIN_ARM].set_index("patient")
+    ctl = p[p["arm"].astype(str) == "gemcitabine"].set_index("patient")
+    assert set(tw["twin_action"]) <= {"continue", "add_il1a_antibody"}
+    assert tw["twin_p_il1_driven"].between(0, 1).all()
+    add = tw["twin_action"] == "add_il1a_antibody"
+    gain = tw["twin_objective_action"] - tw["twin_objective_continue"]
+    assert (gain[add] >= 0.01 - 1e-12).all() and (gain[~add] == 0).all()
+    # bermekimab every 2 weeks from day 28 to the end of the 3-cycle course (days 28..84): 4 doses, fewer if
+    # treatment stopped at progression
+    extra = tw["doses_given"] - ctl["doses_given"]
+    assert (extra[~add] == 0).all() and (extra[add] <= 4).all() and (extra[add] > 0).any()
+    pd.testing.assert_series_equal(tw.loc[~add, "os_months"], ctl.loc[~add, "os_months"])
+    assert r.summary["twin_guided"][TWIN_ARM]["actions"] == tw["twin_action"].value_counts().to_dict()
+    p2 = run_trial(t, chunk_size=4).patients
+    tw2 = p2[p2["arm"].astype(str) == TWIN_ARM].set_index("patient")
+    pd.testing.assert_frame_equal(tw, tw2)
+
+
+def test_twin_guided_decisions_follow_the_threshold(tmp_path):
+    """With no treatment threshold every patient whose forecast favours the antibody at all gets it; with
+    an unreachable threshold nobody does (the twin-guided arm is then the control arm)."""
+    from chemohost.studies.trial import run_trial
+
+    p = run_trial(_twin_trial(tmp_path, n=3, min_gain=1.0)).patients
+    tw = p[p["arm"].astype(str) == TWIN_ARM]
+    assert (tw["twin_action"] == "continue").all()
+    ctl = p[p["arm"].astype(str) == "gemcitabine"]
+    assert tw["doses_given"].tolist() == ctl["doses_given"].tolist()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d["twin_guided"].update({"no such arm": {}}), "twin_guided.no such arm"),
+    (lambda d: d["twin_guided"][TWIN_ARM].update(visit_days=[0, 8, 35]), "at or before the decision day"),
+    (lambda d: d["twin_guided"][TWIN_ARM].update(actions=["add_il1a_antibody", "add_caspase1_inhibitor"]),
+     "include 'continue'"),
+    (lambda d: d["twin_guided"][TWIN_ARM].update(actions=["continue", "stop_chemotherapy"]), "actions"),
+    (lambda d: d["twin_guided"][TWIN_ARM].update(particles=10), "particles"),
+])
+def test_bad_twin_guided_arms_exit_2(tmp_path, capsys, change, fragment):
+    d = yaml.safe_load((ROOT / "scenarios" / "trial_pancreatic_adaptive_blockade.yaml").read_text())
+    change(d)
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_twin_guided_arms_are_refused_by_other_designs(tmp_path, capsys):
+    f = ROOT / "scenarios" / "trial_pancreatic_adaptive_blockade.yaml"
+    assert main(["trial", str(f), "--design", "randomized", "--replicates", "2", "--per-arm", "5", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "paired trial design only" in err and not (tmp_path / "o").exists()

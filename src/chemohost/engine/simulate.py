@@ -210,11 +210,14 @@ def _rules(cm: CompiledModel, dose_rules: list[str | None]):
     delay_th = np.full(R, -np.inf)
     delay_days = np.zeros(R)
     max_delays = np.zeros(R, dtype=np.int64)
+    resume = np.full(R, np.inf)  # hysteresis: a paused regimen resumes when the output is back at this
     for i, nm in enumerate(names):
         rule = get_rule(nm)
         if rule.cycle_start_below is not None:
             delay_th[i], delay_days[i], max_delays[i] = rule.cycle_start_below, rule.delay_days, rule.max_delays
-    return dose_rule, out_idx, th, fa, nb_, delay_th, delay_days, max_delays
+        if rule.resume_at is not None:
+            resume[i] = rule.resume_at
+    return dose_rule, out_idx, th, fa, nb_, delay_th, delay_days, max_delays, resume
 
 
 def _cycle_starts(table: DoseTable) -> np.ndarray:
@@ -342,7 +345,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         amounts = pdoses.amounts_mg(bsa, weight)
         ev = _patient_events(cm, pdoses, amounts, pidx)
         reg_rules = [r.rule for r in pdoses.regimens]
-        reg_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays = _rules(cm, reg_rules)
+        reg_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays, resume = _rules(cm, reg_rules)
         reg_rule = np.r_[reg_rule, -1].astype(np.int64)  # the last entry: event-table doses (no rule)
         dose_rule = np.ascontiguousarray(np.where(pdoses.regimen >= 0, reg_rule[pdoses.regimen], -1))
         D1 = max(D, 1)
@@ -361,7 +364,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         for d in range(D):
             amounts[:, d] = table.regimens[table.regimen[d]].amounts(bsa, weight)
         ev = _events(cm, table, amounts, pidx)
-        dose_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays = _rules(cm, table.rule)
+        dose_rule, rule_out, rule_th, rule_fa, rule_n, delay_th, delay_days, max_delays, resume = _rules(cm, table.rule)
         dose_rule = np.ascontiguousarray(np.broadcast_to(dose_rule, (n, D)))
         D1 = max(D, 1)
         dose_group = np.zeros((n, D1), dtype=np.int64)
@@ -396,7 +399,8 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         cm.module.simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                                  dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol, options.max_steps,
                                  bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats,
-                                 dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status)
+                                 dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status,
+                                 resume)
     finally:
         numba.set_num_threads(threads_before)
     status[bad] = 4

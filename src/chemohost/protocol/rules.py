@@ -6,7 +6,9 @@ factor, and values below all thresholds give ``below_factor`` (0 = hold the dose
 within a cycle is omitted, as the label says "hold").  A rule may also carry a cycle-start
 threshold (``cycle_start_below``): at the first dose of a cycle, a count below it delays the whole
 cycle, and the rest of that regimen, by ``delay_days`` and re-checks then (the label's "delay
-treatment cycle"); after ``max_delays`` consecutive delays the regimen is discontinued.
+treatment cycle"); after ``max_delays`` consecutive delays the regimen is discontinued.  A rule may have hysteresis
+(``resume_at``, adaptive therapy): once the output falls below the lowest threshold the regimen pauses
+(every scheduled dose held) until the output is back at or above ``resume_at``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class ThresholdRule:
     delay_days: float = 7.0  # recheck interval of a delayed cycle (days)
     max_delays: int = 3  # consecutive delays before the regimen is discontinued
     delay_source: str = ""
+    #: hysteresis: a regimen paused by this rule resumes only when the output is >= resume_at (None = none)
+    resume_at: float | None = None
 
     def __post_init__(self):
         if len(self.thresholds) != len(self.factors) or not self.thresholds:
@@ -41,6 +45,9 @@ class ThresholdRule:
             raise ProtocolError(f"rule '{self.name}': dose factors must be >= 0")
         if self.cycle_start_below is not None and not (self.delay_days > 0 and self.max_delays >= 0):
             raise ProtocolError(f"rule '{self.name}': a cycle delay needs delay_days > 0 and max_delays >= 0")
+        if self.resume_at is not None and not self.resume_at >= self.thresholds[-1]:
+            raise ProtocolError(f"rule '{self.name}': resume_at ({self.resume_at}) must be >= the lowest threshold "
+                                f"({self.thresholds[-1]}), or the regimen could never pause and resume")
 
     def factor(self, value: float) -> float:
         for th, f in zip(self.thresholds, self.factors):
@@ -104,6 +111,25 @@ RULES["give_if_nlr_rise_30pct"] = ThresholdRule(
     "risen >= 30% above the patient's pre-treatment value when it falls due; otherwise it is skipped",
     source="protocol choice (issue 12 example: 'start bermekimab when NLR rises > 30% above baseline'); NLR rise "
     "after chemotherapy is prognostic in PDAC (PubMed 25155401; Sci Rep 2017 s41598-017-00859-5)",
+)
+
+
+#: adaptive chemotherapy (Zhang 2017): treatment pauses once the tumour burden has fallen by half and resumes
+#: when it is back at its pre-treatment size
+RULES["adaptive_pause_at_half_burden"] = ThresholdRule(
+    name="adaptive_pause_at_half_burden",
+    output="tumour_rel",
+    unit="dimensionless",
+    thresholds=(0.5,),
+    factors=(1.0,),
+    below_factor=0.0,
+    resume_at=1.0,
+    description="Adaptive therapy: a scheduled dose is given while the tumour burden is >= 50% of its pre-treatment "
+    "value; once it has fallen below 50% the regimen pauses (doses held) until the burden is back at its "
+    "pre-treatment value, then resumes. Evaluated on the true burden at each scheduled dose (monthly PSA played "
+    "this role in the prostate trial; here the burden is the modelled tumour volume, not a scan)",
+    source="Zhang J, Cunningham JJ, Brown JS, Gatenby RA. Nat Commun 2017;8:1816 (abiraterone held when PSA fell "
+    "below 50% of the pre-treatment value, resumed when it returned to it)",
 )
 
 

@@ -88,6 +88,7 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
     from .trial_runner import sample_trial_patients, setup_trial, simulate_arm_chunk, status_labels
 
     _check(trial, posterior)
+    trial.require_fixed_arms("posterior-predictive trials")
     spec = trial.spec
     n = spec.patients if patients is None else int(patients)
     seed = spec.seed if seed is None else int(seed)

@@ -69,6 +69,7 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
     from .survival import arm_summary, compare_arms
 
     spec, f = trial.spec, trial.source
+    trial.require_fixed_arms("the randomised replicate design")
     if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
         raise ScenarioError(f"--replicates must be a whole number >= 1, got {replicates!r}", file=f, field="replicates")
     if isinstance(per_arm, bool) or not isinstance(per_arm, (int, np.integer)) or per_arm < 2:

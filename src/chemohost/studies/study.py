@@ -99,6 +99,7 @@ class BaseSetup:
         p = p if p.is_absolute() else base_dir / p
         try:
             trial = Trial.load(p)
+            trial.require_fixed_arms("a study")
         except ChemohostError as exc:
             raise ScenarioError(f"{fld}: {exc}", file=file) from None
         from ..api import parameter_vector

@@ -174,6 +174,29 @@ def simulate_arm_chunk(st: TrialSetup, P, regs, ids, scan_days, e_os):
     return res, ep, k_re
 
 
+def simulate_twin_guided_chunk(st: TrialSetup, base, P, names, regs, ids, scan_days, e_os, policy):
+    """A twin-guided arm's chunk: the twin decides for each patient (:func:`twin_guided.decide`), then each
+    action's patients run with the arm's regimens plus what the action adds; rows back in patient order."""
+    from .twin_guided import GroupedOutputs, added_regimens, decide, end_of_course
+
+    ids = np.asarray(ids)
+    dec = decide(st, base, P, names, regs, ids, policy)
+    acts = dec["twin_action"].to_numpy()
+    out = GroupedOutputs(len(ids), st.times.size, OUTPUTS)
+    parts, k_re = [], 0
+    for action in dict.fromkeys(acts):
+        m = acts == action
+        regs_a = list(regs) + added_regimens(action, policy.decision_day, end_of_course(regs))
+        res, ep, k = simulate_arm_chunk(st, P[m], regs_a, ids[m], scan_days[m], e_os[m])
+        for o in OUTPUTS:
+            out.values[o][m] = res.output(o)
+        parts.append(ep)
+        k_re += k
+    ep = pd.concat(parts, ignore_index=True).set_index("patient").loc[ids].reset_index()
+    ep = ep[[c for c in ep.columns if c != "patient"] + ["patient"]].merge(dec, on="patient", how="left")
+    return out, ep, k_re
+
+
 def status_labels(codes) -> pd.Categorical:
     return pd.Categorical(pd.Series(codes).map(lambda c: STATUS.get(int(c), f"code_{int(c)}")))
 
@@ -216,6 +239,7 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
                      "seed": seed, "patients": n, "chunk": chunk, "model_code_hash": st.cm.source_hash,
                      "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
     n_resim = 0
+    twins = {}
     for a, (arm, regs) in enumerate(trial.arms.items()):
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
@@ -223,8 +247,16 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
             e = min(n, s + chunk)
             m = max(0, min(keep, e) - s)
             done = ck.load(f"arm{a}-{s}")
-            if done is None:
+            if done is None and arm in trial.twin_guided:
+                from .twin_guided import base_twin
+
+                if arm not in twins:
+                    twins[arm] = base_twin(trial, arm, trial.twin_guided[arm])
+                res, ep, k_re = simulate_twin_guided_chunk(st, twins[arm], P[s:e], names, regs, np.arange(s, e),
+                                                           sched[s:e], e_os[s:e], trial.twin_guided[arm])
+            elif done is None:
                 res, ep, k_re = simulate_arm_chunk(st, P[s:e], regs, np.arange(s, e), sched[s:e], e_os[s:e])
+            if done is None:
                 arrays = {"k_re": np.array([k_re])}
                 arrays.update({f"kept_{o}": res.output(o)[:m] for o in OUTPUTS} if m else {})
                 ep = ck.save(f"arm{a}-{s}", ep, arrays)
@@ -255,6 +287,16 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     summary, deltas = summarise_paired(pdf, trial, seed)
     summary["population"] = {"n_per_arm": n, "selection_acceptance_rate": acceptance}
     summary["patient_arms_resimulated_after_progression"] = n_resim
+    if trial.twin_guided:
+        from dataclasses import asdict
+
+        tg = {}
+        for arm, pol in trial.twin_guided.items():
+            d = pdf[pdf["arm"] == arm]
+            tg[arm] = {"policy": asdict(pol), "actions": {str(k): int(v) for k, v in
+                                                          d["twin_action"].value_counts().items()},
+                       "p_il1_driven_mean": float(d["twin_p_il1_driven"].mean())}
+        summary["twin_guided"] = tg
     if ck.resumed:
         summary["resumed_chunks"] = ck.resumed
     pdf = pdf.rename(columns={"bor": "best_response", "max_neutropenia_grade": "neutropenia_grade_max",

@@ -60,6 +60,28 @@ def _population_model():
 PopulationFields = _population_model()
 
 
+class TwinGuidedSpec(_Strict):
+    """A twin-guided arm (issue 12): the patient twin runs on each virtual patient's simulated monitoring and
+    its recommendation is applied from the decision day (:mod:`chemohost.studies.twin_guided`)."""
+
+    decision_day: duration("decision_day", 0.0, MAX_HORIZON_DAYS) = Field(
+        "28 day", description="when the twin decides (days after the first dose)")
+    visit_days: list[Annotated[float, Field(ge=0, le=MAX_HORIZON_DAYS)]] = Field(
+        [0.0, 8.0, 15.0, 22.0, 28.0], min_length=1, max_length=100,
+        description="days of blood counts (ANC, lymphocytes) and G-CSF, up to the decision day")
+    il1a_days: list[Annotated[float, Field(ge=0, le=MAX_HORIZON_DAYS)]] = Field(
+        [0.0, 3.0], max_length=100, description="days of serum IL-1alpha (censored below 3.9 pg/mL)")
+    actions: list[Literal["continue", "add_il1a_antibody", "add_caspase1_inhibitor"]] = Field(
+        ["continue", "add_il1a_antibody"], min_length=2, max_length=3)
+    particles: count(50, 5000) = 100
+    moves: count(0, 20) = 2
+    objective: Literal["p_progression_free_next_scan", "p_progression_free_6m"] = "p_progression_free_next_scan"
+    constraint_max: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.10, description="recommended actions keep P(grade 4 neutropenia in the next cycle) below this")
+    min_gain: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="an added drug is recommended only if it raises the objective by at least this much")
+
+
 class TrialSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=10_000)
@@ -72,6 +94,9 @@ class TrialSpec(_Strict):
                                       "scenario's name for it)")
     control: str
     arms: dict[str, list[RegimenSpec]] = Field(max_length=100)
+    twin_guided: dict[str, TwinGuidedSpec] = Field(
+        default_factory=dict, max_length=100,
+        description="arms (by name) whose patients get the twin's recommendation at the decision day")
     population: PopulationFields = Field(default_factory=PopulationFields)
     indication: str | None = Field(None, description="disease layer from studies/data/indications.csv")
     parameters: dict[str, Quantity] = Field(default_factory=dict, max_length=1_000)
@@ -119,6 +144,15 @@ class Trial:
     lab_days: float = 7.0
     indication: object = None
     perturbation_overrides: dict = field(default_factory=dict)
+    twin_guided: dict = field(default_factory=dict)  # arm -> twin_guided.TwinPolicy
+
+    def require_fixed_arms(self, design: str) -> None:
+        """Twin-guided arms run in the paired design only (``chemohost trial FILE``); other designs refuse them
+        rather than running them as plain arms."""
+        if self.twin_guided:
+            raise ScenarioError(f"twin-guided arms ({', '.join(self.twin_guided)}) run in the paired trial design "
+                                f"only, not in {design}; remove 'twin_guided' or run 'chemohost trial FILE'",
+                                file=self.source, field="twin_guided")
 
     @classmethod
     def load(cls, path: str | Path) -> "Trial":
@@ -193,6 +227,29 @@ class Trial:
             for line in errs:
                 col.add(*line)
             self.warnings.extend(warns)
+        for name, tg in s.twin_guided.items():
+            fld = f"twin_guided.{name}"
+            if name not in s.arms:
+                col.add(fld, f"'{name[:60]}' is not one of the arms: {', '.join(map(str, list(s.arms)[:10]))}")
+                continue
+            dd = quantity_field(tg.decision_day, "day", f, f"{fld}.decision_day")
+            late = [d for d in (*tg.visit_days, *tg.il1a_days) if d > dd]
+            if late:
+                col.add(f"{fld}.visit_days", f"visits must lie at or before the decision day ({dd:g} days); "
+                                             f"got day(s) {', '.join(f'{d:g}' for d in late[:5])}")
+            if "continue" not in tg.actions:
+                col.add(f"{fld}.actions", "include 'continue' (the protocol without the twin's change)")
+            if len(set(tg.actions)) != len(tg.actions):
+                col.add(f"{fld}.actions", "each action once")
+            if name in self.arms and dd >= self.follow_up_days:
+                col.add(f"{fld}.decision_day", f"must be before the end of follow-up ({self.follow_up_days:g} days)")
+            if s.model != "host_response":
+                col.add(fld, f"the twin runs on model 'host_response'; this trial uses '{s.model}'")
+            from .twin_guided import TwinPolicy
+
+            self.twin_guided[name] = TwinPolicy(dd, tuple(sorted(set(tg.visit_days))), tuple(sorted(set(tg.il1a_days))),
+                                                tuple(tg.actions), tg.particles, tg.moves, tg.objective,
+                                                tg.constraint_max, tg.min_gain)
         targets = s.population.targets or {}
         if targets:
             import numpy as np

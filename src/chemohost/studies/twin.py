@@ -67,6 +67,9 @@ class TwinOptions:
     constraint: str = "p_grade4_next_cycle"
     constraint_max: float = 0.10
     actions: tuple = ACTIONS
+    #: an action other than 'continue' is recommended only if its expected objective beats continuing by at
+    #: least this much (a treatment threshold: the gain that justifies an extra drug); 0 = pure argmax
+    min_gain: float = 0.0
 
 
 @dataclass
@@ -104,7 +107,39 @@ class Twin:
         self.solver = SolverOptions(rtol=1e-5, atol=1e-9)
         self.posterior = posterior
         self.rng = np.random.default_rng([o.seed, 11])
+        self.given_events: list | None = None  # the doses actually given before now (overrides the record)
         self._prior()
+
+    def for_patient(self, record: PatientRecord, known: dict[str, float], seed: int,
+                    given_events: list | None = None) -> "Twin":
+        """A twin for another patient of the same model, indication and schedule, reusing this prior
+        conditioned on the patient's known parameters ``known`` (e.g. BSA, WT, CRCL; internal units):
+        Gaussian conditioning of the log-scale prior, those parameters then fixed.  No new population
+        sample (the twin-guided trial builds one per virtual patient)."""
+        import copy
+
+        tw = copy.copy(self)
+        tw.rec = record
+        tw.opt = replace(self.opt, seed=seed)
+        tw.rng = np.random.default_rng([seed, 11])
+        tw.given_events = given_events
+        free = self.free.tolist()
+        cidx = [free.index(self.names.index(k)) for k in known if self.names.index(k) in free]
+        tw.fixed = self.fixed.copy()
+        for k, v in known.items():
+            tw.fixed[self.names.index(k)] = v
+        if cidx:
+            ridx = [i for i in range(len(free)) if i not in cidx]
+            xc = np.array([math.log(known[self.names[free[i]]]) for i in cidx])
+            S = self.cov
+            K = S[np.ix_(ridx, cidx)] @ np.linalg.inv(S[np.ix_(cidx, cidx)])
+            tw.mu = self.mu[ridx] + K @ (xc - self.mu[cidx])
+            tw.cov = S[np.ix_(ridx, ridx)] - K @ S[np.ix_(cidx, ridx)]
+            tw.cov = 0.5 * (tw.cov + tw.cov.T) + 1e-10 * np.eye(len(ridx))
+            tw.cov_inv = np.linalg.inv(tw.cov)
+            tw.free = self.free[ridx]
+            tw.bounds = {ridx.index(k): b for k, b in self.bounds.items() if k in ridx}
+        return tw
 
     # -- prior -------------------------------------------------------------------------------------
     def _population(self, n: int, seed: int) -> np.ndarray:
@@ -164,6 +199,8 @@ class Twin:
         from ..protocol.dosing import dose_table
 
         now = self.rec.now
+        if self.given_events is not None:
+            return [r for r in self.given_events if r.start < now - 1e-9]
         if self.rec.given is not None:
             return [r for r in self.rec.given.single_dose_regimens(0) if r.start < now - 1e-9]
         return [r for r in _events(self.rec.regimens, dose_table) if r.start < now - 1e-9]
@@ -420,7 +457,11 @@ class Twin:
         ok = piv[o.constraint] < o.constraint_max
         cand = piv[ok] if ok.any() else piv
         best = cand[o.objective].idxmax()
+        if (o.min_gain > 0 and best != "continue" and "continue" in cand.index
+                and cand.loc[best, o.objective] - cand.loc["continue", o.objective] < o.min_gain):
+            best = "continue"  # the gain does not reach the treatment threshold
         return {"action": best, "objective": o.objective, "constraint": f"{o.constraint} < {o.constraint_max:g}",
+                "min_gain": o.min_gain,
                 "constraint_met": bool(ok.any()), "expected": float(piv.loc[best, o.objective]),
                 "se": float(se.loc[best, o.objective]),
                 "by_action": {a: {"objective": float(piv.loc[a, o.objective]), "se": float(se.loc[a, o.objective]),
@@ -613,7 +654,9 @@ def validate_twin(record: PatientRecord, n_patients: int = 20, particles: int = 
             tw = Twin(rec_k, TwinOptions(particles=particles, seed=seed + 100 * i + k, moves=2))
             X, w = tw._filter()
             nxt = visit_days[k]
-            pr = tw.simulate(X, tw.history_events(), np.array([0.0, nxt]), ["ANC", "NLR"])
+            # the forecast carries the doses planned between now and the next visit (as the truth does)
+            planned = [r for r in tw.action_events("continue") if r.start < nxt - 1e-9]
+            pr = tw.simulate(X, planned, np.array([0.0, nxt]), ["ANC", "NLR"])
             for key, q, col in (("ANC", "ANC", "ANC"), ("NLR", "NLR", "NLR")):
                 sig = OBSERVABLES[key][3]
                 pred = pr.output(q)[:, 1] * np.exp(sig * rng.standard_normal(X.shape[0]))

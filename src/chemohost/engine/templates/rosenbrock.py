@@ -295,7 +295,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                  dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
                  bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, stats,
                  dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
-                 dose_time, dose_status):
+                 dose_time, dose_status, rule_resume):
     # dense_output: outputs inside a step from the continuous extension (else every output time
     # ends a step); sparse_lu: W factorised on its sparsity pattern (else dense LU every step)
     # Dosing protocol: a dose whose rule has a cycle-start threshold (rule_delay_th) and that opens
@@ -304,6 +304,9 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     # times; then the regimen is discontinued (unacceptable toxicity).  Doses due at or after
     # stop_time (e.g. progression) are not given.  dose_time: when each dose fell due (nan if
     # never); dose_status: 0 not reached, 1 given, 2 held by the rule, 3 stopped, 4 discontinued.
+    # A rule with a finite rule_resume has hysteresis (adaptive therapy, Zhang 2017): once its output
+    # falls below the lowest threshold the regimen pauses (doses held) until the output is back at or
+    # above rule_resume.
     n = N_ODE
     nl = N_LIN
     y = np.zeros(n)
@@ -351,6 +354,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             n_groups = dose_group[q] + 1
     n_delays = np.zeros(n_groups, dtype=np.int64)
     discontinued = np.zeros(n_groups, dtype=np.bool_)
+    paused = np.zeros(n_groups, dtype=np.bool_)
     n_t = t_out.shape[0]
     t_end = t_out[n_t - 1]
     t = 0.0
@@ -408,6 +412,14 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                         if val >= rule_thresholds[r, q]:
                             fac = rule_factors[r, q]
                             break
+                    if np.isfinite(rule_resume[r]):
+                        if paused[g]:
+                            if val >= rule_resume[r]:
+                                paused[g] = False
+                            else:
+                                fac = rule_factors[r, rule_n[r]]
+                        elif val < rule_thresholds[r, rule_n[r] - 1]:
+                            paused[g] = True
                     factors[dose] = fac
                 fa = factors[dose]
                 dose_time[dose] = ev_time[k]
@@ -662,14 +674,14 @@ def simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev
                    dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
                    bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, status,
                    stats, dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
-                   dose_time, dose_status):
+                   dose_time, dose_status, rule_resume):
     for i in nb.prange(P.shape[0]):
         status[i] = simulate_one(P[i], V[i], Vinv[i], lam[i], mode_needed[i], ev_time[i], ev_kind[i], ev_target[i],
                                  ev_amount[i], ev_dose[i], n_ev[i], dose_rule[i], rule_output,
                                  rule_thresholds, rule_factors, rule_n, bio_index[i], t_out, out_sel,
                                  rtol, atol, max_steps, dense_output, sparse_lu, res[i], factors[i], stats[i],
                                  dose_group[i], dose_cstart[i], rule_delay_th, rule_delay_days, rule_max_delays,
-                                 stop_time[i], dose_time[i], dose_status[i])
+                                 stop_time[i], dose_time[i], dose_status[i], rule_resume)
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
