@@ -97,6 +97,9 @@ def _trial(args) -> int:
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise ChemohostError(f"--seed must be a whole number >= 0 and <= 2**63 - 1, got {args.seed}")
     if design == "randomized":
+        if args.workers is not None or args.scheduler is not None:
+            raise ChemohostError("--workers/--scheduler run the paired and --posterior designs; the randomized design "
+                                 "runs in this process")
         if args.posterior is not None:
             raise ChemohostError("--posterior runs the paired design over posterior draws; drop --design randomized")
         return _trial_randomized(args, trial)
@@ -110,10 +113,14 @@ def _trial(args) -> int:
     from .studies.checkpoint import Checkpoint
 
     n = args.patients or trial.spec.patients
-    with open_output(args.out, expected_bytes=n * len(trial.arms) * 1500) as folder:
+    from .studies.cluster import executor
+
+    with open_output(args.out, expected_bytes=n * len(trial.arms) * 1500) as folder, \
+            executor(args.workers, args.scheduler) as ex:
         partial = folder.path / PARTIAL
         res = run_trial(trial, patients=args.patients, seed=args.seed, progress=True,
-                        checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
+                        checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force),
+                        executor=ex)
         dead = [a for a, s in res.summary["arms"].items() if s["n_failed"] == s["n_run"]]
         if dead:
             shutil.rmtree(partial, ignore_errors=True)  # the run finished: nothing to resume
@@ -163,10 +170,14 @@ def _trial_posterior(args, trial) -> int:
     from .outputs import PARTIAL
     from .studies.checkpoint import Checkpoint
 
-    with open_output(args.out, expected_bytes=args.draws * n * len(trial.arms) * 1500) as folder:
+    from .studies.cluster import executor
+
+    with open_output(args.out, expected_bytes=args.draws * n * len(trial.arms) * 1500) as folder, \
+            executor(args.workers, args.scheduler) as ex:
         partial = folder.path / PARTIAL
         res = run_posterior_trial(trial, post, args.draws, patients=args.patients, seed=args.seed, progress=True,
-                                  checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
+                                  checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force),
+                                  executor=ex)
         files = write_posterior_trial(res, args.out)
         shutil.rmtree(partial, ignore_errors=True)
     s = res.summary
@@ -676,6 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--draws", type=int, help="with --posterior: number of posterior draws (e.g. 50)")
             r.add_argument("--ns", help="randomized design: per-arm sizes of the power curve, e.g. 50,100,150 "
                                         "(nested subsets of the replicates; default: a grid up to --per-arm)")
+            r.add_argument("--workers", type=int, help="run the chunks on a Dask LocalCluster of N worker processes "
+                                                       "on this machine (paired and --posterior designs)")
+            r.add_argument("--scheduler", metavar="ADDRESS",
+                           help="run the chunks on a running Dask cluster, e.g. tcp://10.0.0.5:8786 (paired and "
+                                "--posterior designs; see README 'Running on a cluster')")
         r.set_defaults(func=func)
     e = sub.add_parser("export", help="export a model")
     esub = e.add_subparsers(dest="format", required=True)

@@ -82,10 +82,10 @@ def _typical(trial: Trial, names: list[str]) -> np.ndarray:
 
 def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | None = None, seed: int | None = None,
                         chunk_size: int | None = None, progress: bool = False, n_boot: int = 200,
-                        checkpoint=None) -> PosteriorTrialResult:
+                        checkpoint=None, executor=None) -> PosteriorTrialResult:
     from .scans import scan_schedule
     from .streams import os_exponentials
-    from .trial_runner import sample_trial_patients, setup_trial, simulate_arm_chunk, status_labels
+    from .trial_runner import sample_trial_patients, setup_trial, status_labels
 
     _check(trial, posterior)
     trial.require_fixed_arms("posterior-predictive trials")
@@ -122,28 +122,37 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
                      "seed": seed, "patients": n, "chunk": chunk, "draws": sel["draw"].tolist(),
                      "posterior": posterior.manifest.get("problem_sha256"), "model_code_hash": st.cm.source_hash,
                      "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
-    rows = []
-    for a, (arm, regs) in enumerate(trial.arms.items()):
-        parts = []
+    from .cluster import ChunkTask, InProcess
+
+    ex = executor or InProcess()
+    tasks, got = [], {}
+    draw_ids = sel["draw"].to_numpy()
+    for a, arm in enumerate(trial.arms):
         for s in range(0, total, chunk):
             e = min(total, s + chunk)
             g = np.arange(s, e)
             k, i = g // n, g % n
-            done = ck.load(f"arm{a}-{s}")
+            key = f"arm{a}-{s}"
+            done = ck.load(key)
             if done is None:
                 P = P0[i].copy()
                 for c, j in enumerate(cols):
                     P[:, j] = V[k, c] if typical[j] == 0 else P0[i, j] * (V[k, c] / typical[j])
-                _, ep, _ = simulate_arm_chunk(st, P, regs, i, sched[i], e_os[i])
-                ep.insert(0, "draw", sel["draw"].to_numpy()[k])
-                ep = ck.save(f"arm{a}-{s}", ep)
+                tasks.append(ChunkTask(key, a, P, i, sched[i], e_os[i]))
             else:
-                ep = done[0]
-            parts.append(ep)
-            if bar is not None:
-                bar.set_postfix_str(arm, refresh=False)
-                bar.update(e - s)
-        df = pd.concat(parts, ignore_index=True)
+                got[key] = done[0]
+                if bar is not None:
+                    bar.update(e - s)
+    for task, (ep, _) in ex.run(trial, st, names, tasks):
+        s = int(task.key.split("-")[1])
+        ep.insert(0, "draw", draw_ids[np.arange(s, s + len(task.ids)) // n])
+        got[task.key] = ck.save(task.key, ep)
+        if bar is not None:
+            bar.set_postfix_str(list(trial.arms)[task.arm], refresh=False)
+            bar.update(len(task.ids))
+    rows = []
+    for a, arm in enumerate(trial.arms):
+        df = pd.concat([got[f"arm{a}-{s}"] for s in range(0, total, chunk)], ignore_index=True)
         df.insert(2, "arm", arm)
         rows.append(df)
     if bar is not None:

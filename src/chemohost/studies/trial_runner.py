@@ -202,8 +202,9 @@ def status_labels(codes) -> pd.Categorical:
 
 
 def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None, chunk_size: int | None = None,
-              progress: bool = False, checkpoint=None) -> TrialResult:
-    """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr.
+              progress: bool = False, checkpoint=None, executor=None) -> TrialResult:
+    """Run every arm of ``trial`` on the same virtual patients; ``progress`` shows a bar on stderr;
+    ``executor``: where the chunks run (:mod:`chemohost.studies.cluster`; default in this process).
 
     ``checkpoint``: a callable ``(fingerprint) -> studies.checkpoint.Checkpoint`` that records every
     finished chunk (and reads back those of an interrupted run when resuming)."""
@@ -238,38 +239,40 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
     ck = checkpoint({"design": "paired", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
                      "seed": seed, "patients": n, "chunk": chunk, "model_code_hash": st.cm.source_hash,
                      "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
+    from .cluster import ChunkTask, InProcess
+
+    ex = executor or InProcess()
+    tasks, got = [], {}
+    for a, arm in enumerate(trial.arms):
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            key = f"arm{a}-{s}"
+            done = ck.load(key)
+            if done is None:
+                tasks.append(ChunkTask(key, a, P[s:e], np.arange(s, e), sched[s:e], e_os[s:e],
+                                       max(0, min(keep, e) - s)))
+            else:
+                got[key] = done
+                if bar is not None:
+                    bar.update(e - s)
+    for task, (ep, arrays) in ex.run(trial, st, names, tasks):
+        got[task.key] = (ck.save(task.key, ep, arrays), arrays)
+        if bar is not None:
+            bar.set_postfix_str(list(trial.arms)[task.arm], refresh=False)
+            bar.update(len(task.ids))
     n_resim = 0
-    twins = {}
-    for a, (arm, regs) in enumerate(trial.arms.items()):
+    for a, arm in enumerate(trial.arms):
         kept = {o: np.full((keep, times.size), np.nan) for o in OUTPUTS}
         parts = []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             m = max(0, min(keep, e) - s)
-            done = ck.load(f"arm{a}-{s}")
-            if done is None and arm in trial.twin_guided:
-                from .twin_guided import base_twin
-
-                if arm not in twins:
-                    twins[arm] = base_twin(trial, arm, trial.twin_guided[arm])
-                res, ep, k_re = simulate_twin_guided_chunk(st, twins[arm], P[s:e], names, regs, np.arange(s, e),
-                                                           sched[s:e], e_os[s:e], trial.twin_guided[arm])
-            elif done is None:
-                res, ep, k_re = simulate_arm_chunk(st, P[s:e], regs, np.arange(s, e), sched[s:e], e_os[s:e])
-            if done is None:
-                arrays = {"k_re": np.array([k_re])}
-                arrays.update({f"kept_{o}": res.output(o)[:m] for o in OUTPUTS} if m else {})
-                ep = ck.save(f"arm{a}-{s}", ep, arrays)
-            else:
-                ep, arrays = done
+            ep, arrays = got[f"arm{a}-{s}"]
             n_resim += int(arrays["k_re"][0])
             if m:
                 for o in OUTPUTS:
                     kept[o][s:s + m] = arrays[f"kept_{o}"]
             parts.append(ep)
-            if bar is not None:
-                bar.set_postfix_str(arm, refresh=False)
-                bar.update(e - s)
         df = pd.concat(parts, ignore_index=True)
         df.insert(1, "arm", arm)
         rows.append(df)
