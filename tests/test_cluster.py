@@ -139,7 +139,6 @@ def test_an_interrupted_cluster_run_resumes_from_its_checkpoints(tmp_path):
     (["--workers", "0"], "--workers must be a whole number from 1 to 1024"),
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
     (["--scheduler", "tcp://127.0.0.1:1"], "cannot connect"),
-    (["--design", "randomized", "--replicates", "2", "--per-arm", "5", "--workers", "2"], "randomized design runs"),
 ])
 def test_bad_cluster_options_exit_2(tmp_path, capsys, args, fragment):
     f = _trial_file(tmp_path)
@@ -148,3 +147,15 @@ def test_bad_cluster_options_exit_2(tmp_path, capsys, args, fragment):
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not (out / "patients.parquet").exists()
+
+
+def test_randomized_design_on_the_cluster_equals_in_process(tmp_path):
+    from chemohost.studies.cluster import executor
+    from chemohost.studies.randomized import run_randomized
+    from chemohost.studies.trial import Trial
+
+    t = Trial.from_dict(_trial_dict(10, 7), str(tmp_path / "t.yaml"))
+    ref = run_randomized(t, 3, 6)
+    with executor(workers=2) as ex:
+        got = run_randomized(t, 3, 6, executor=ex)
+    pd.testing.assert_frame_equal(ref.patients, got.patients)

@@ -97,9 +97,6 @@ def _trial(args) -> int:
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise ChemohostError(f"--seed must be a whole number >= 0 and <= 2**63 - 1, got {args.seed}")
     if design == "randomized":
-        if args.workers is not None or args.scheduler is not None:
-            raise ChemohostError("--workers/--scheduler run the paired and --posterior designs; the randomized design "
-                                 "runs in this process")
         if args.posterior is not None:
             raise ChemohostError("--posterior runs the paired design over posterior draws; drop --design randomized")
         return _trial_randomized(args, trial)
@@ -631,10 +628,14 @@ def _trial_randomized(args, trial) -> int:
     from .outputs import PARTIAL
     from .studies.checkpoint import Checkpoint
 
-    with open_output(args.out, expected_bytes=args.replicates * args.per_arm * len(trial.arms) * 1500) as folder:
+    from .studies.cluster import executor
+
+    with open_output(args.out, expected_bytes=args.replicates * args.per_arm * len(trial.arms) * 1500) as folder, \
+            executor(args.workers, args.scheduler) as ex:
         partial = folder.path / PARTIAL
         res = run_randomized(trial, args.replicates, args.per_arm, seed=args.seed, ns=ns, progress=True,
-                             checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
+                             checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force),
+                             executor=ex)
         dead = [a for a, s in res.summary["arms"].items() if s["n_analysed"] == 0]
         if dead:
             shutil.rmtree(partial, ignore_errors=True)
@@ -688,10 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--ns", help="randomized design: per-arm sizes of the power curve, e.g. 50,100,150 "
                                         "(nested subsets of the replicates; default: a grid up to --per-arm)")
             r.add_argument("--workers", type=int, help="run the chunks on a Dask LocalCluster of N worker processes "
-                                                       "on this machine (paired and --posterior designs)")
+                                                       "on this machine (every trial design)")
             r.add_argument("--scheduler", metavar="ADDRESS",
-                           help="run the chunks on a running Dask cluster, e.g. tcp://10.0.0.5:8786 (paired and "
-                                "--posterior designs; see README 'Running on a cluster')")
+                           help="run the chunks on a running Dask cluster, e.g. tcp://10.0.0.5:8786 (every trial "
+                                "design; see README 'Running on a cluster')")
         r.set_defaults(func=func)
     e = sub.add_parser("export", help="export a model")
     esub = e.add_subparsers(dest="format", required=True)

@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..errors import ScenarioError
 from .streams import os_exponentials
-from .trial_runner import sample_trial_patients, setup_trial, simulate_arm_chunk, status_labels, trial_manifest
+from .trial_runner import sample_trial_patients, setup_trial, status_labels, trial_manifest
 from .trial_spec import OUTPUTS, Trial
 
 #: simulated patient-arms above which a randomised run is refused (memory and time; ~1 GB of parameters)
@@ -62,7 +62,7 @@ def default_ns(per_arm: int) -> list[int]:
 
 def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None = None, ns=None,
                    alpha: float = 0.05, target_power: float = 0.8, chunk_size: int | None = None,
-                   progress: bool = False, checkpoint=None) -> RandomizedResult:
+                   progress: bool = False, checkpoint=None, executor=None) -> RandomizedResult:
     from .replicates import (cox_batch, km_median_batch, logrank_batch, n_for_power, nested_power, power_summary,
                              schoenfeld_n_per_arm)
     from .scans import scan_schedule
@@ -112,28 +112,41 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
     ck = checkpoint({"design": "randomized", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
                      "seed": seed, "replicates": R, "per_arm": N, "chunk": chunk, "model_code_hash": st.cm.source_hash,
                      "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
-    for a, (arm, regs) in enumerate(trial.arms.items()):
-        ids = (np.arange(R)[:, None] * A * N + order[arm] * N + np.arange(N)[None, :]).ravel()
-        parts = []
-        kept = None
+    from .cluster import ChunkTask, InProcess
+
+    ex = executor or InProcess()
+    arm_ids = {arm: (np.arange(R)[:, None] * A * N + order[arm] * N + np.arange(N)[None, :]).ravel()
+               for arm in trial.arms}
+    tasks, got = [], {}
+    for a, arm in enumerate(trial.arms):
+        ids = arm_ids[arm]
         for s in range(0, ids.size, chunk):
             sel = ids[s:s + chunk]
             done = ck.load(f"arm{a}-{s}")
             if done is None:
-                res, ep, _ = simulate_arm_chunk(st, P[sel], regs, sel, sched[sel], e_os[sel])
-                m = min(keep, sel.size) if s == 0 else 0
-                arrays = {f"kept_{o}": res.output(o)[:m] for o in OUTPUTS} if m else {}
-                ep = ck.save(f"arm{a}-{s}", ep, arrays)
+                tasks.append(ChunkTask(f"arm{a}-{s}", a, P[sel], sel, sched[sel], e_os[sel],
+                                       min(keep, sel.size) if s == 0 else 0))
             else:
-                ep, arrays = done
+                got[f"arm{a}-{s}"] = done
+                if bar is not None:
+                    bar.update(sel.size)
+    for task, (ep, arrays) in ex.run(trial, st, names, tasks):
+        arrays = {k: v for k, v in arrays.items() if k.startswith("kept_")}
+        got[task.key] = (ck.save(task.key, ep, arrays), arrays)
+        if bar is not None:
+            bar.set_postfix_str(list(trial.arms)[task.arm], refresh=False)
+            bar.update(len(task.ids))
+    for a, arm in enumerate(trial.arms):
+        ids = arm_ids[arm]
+        parts = []
+        kept = None
+        for s in range(0, ids.size, chunk):
+            ep, arrays = got[f"arm{a}-{s}"]
             if s == 0:  # time courses of replicate 0's first patients, for the report
-                m = min(keep, sel.size)
+                m = min(keep, ids[s:s + chunk].size)
                 kept = {o: np.asarray(arrays.get(f"kept_{o}", np.empty((0, st.times.size))))[:m].copy()
                         for o in OUTPUTS}
             parts.append(ep)
-            if bar is not None:
-                bar.set_postfix_str(arm, refresh=False)
-                bar.update(sel.size)
         df = pd.concat(parts, ignore_index=True)
         df.insert(0, "replicate", np.repeat(np.arange(R), N))
         df.insert(1, "arm", arm)
