@@ -90,6 +90,12 @@ def _trial(args) -> int:
         raise ChemohostError("--replicates, --per-arm and --ns belong to --design randomized")
     trial = Trial.load(args.scenario)
     _warn(trial)
+    if args.device is not None:
+        trial.spec.solver.device = args.device  # part of the spec: checkpoints and cluster workers see it
+    if trial.spec.solver.device == "gpu":
+        from .engine.gpu import check_gpu
+
+        check_gpu()
     from .spec_types import MAX_PATIENTS, MAX_SEED
 
     if args.patients is not None and not 1 <= args.patients <= MAX_PATIENTS:
@@ -688,6 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--draws", type=int, help="with --posterior: number of posterior draws (e.g. 50)")
             r.add_argument("--ns", help="randomized design: per-arm sizes of the power curve, e.g. 50,100,150 "
                                         "(nested subsets of the replicates; default: a grid up to --per-arm)")
+            r.add_argument("--device", choices=["cpu", "gpu"],
+                           help="gpu: run the patients on an NVIDIA GPU with the CUDA kernel generated from the same "
+                                "model (one patient per thread); overrides the file's solver.device")
             r.add_argument("--workers", type=int, help="run the chunks on a Dask LocalCluster of N worker processes "
                                                        "on this machine (every trial design)")
             r.add_argument("--scheduler", metavar="ADDRESS",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 import math
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictInt, ValidationError
 
@@ -145,6 +145,8 @@ class SolverFields(BaseModel):
     atol: _finite(0.0, 1.0, lo_open=True, what="atol") = 1e-9
     closed_form: bool = True
     max_steps: count(1, 100_000_000) = 200_000
+    device: Literal["cpu", "gpu"] = Field("cpu", description="gpu: the CUDA kernel generated from the same model "
+                                                           "(one patient per thread; needs an NVIDIA GPU and numba-cuda)")
 
 
 # -- messages --------------------------------------------------------------------------------------

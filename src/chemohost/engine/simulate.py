@@ -44,6 +44,7 @@ class SolverOptions:
     max_steps: int = 200_000
     closed_form: bool = True
     threads: int | None = None
+    device: str = "cpu"  # "gpu": the CUDA kernel generated from the same module (engine/gpu.py)
     dense_output: bool = True
     sparse_lu: bool = True
 
@@ -396,11 +397,18 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         numba.set_num_threads(min(options.threads, numba.config.NUMBA_NUM_THREADS))
     try:
         ev_time, ev_kind, ev_target, ev_amount, ev_dose, ev_bio, n_ev = ev
-        cm.module.simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
-                                 dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol, options.max_steps,
-                                 bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats,
-                                 dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status,
-                                 resume)
+        args = [P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
+                dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol,
+                options.max_steps, bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats,
+                dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume]
+        if options.device == "gpu":
+            from .gpu import simulate_batch_gpu
+
+            simulate_batch_gpu(cm, args)
+        elif options.device == "cpu":
+            cm.module.simulate_batch(*args)
+        else:
+            raise SolverError(f"device must be 'cpu' or 'gpu', got {options.device!r}")
     finally:
         numba.set_num_threads(threads_before)
     status[bad] = 4

@@ -412,7 +412,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                         if val >= rule_thresholds[r, q]:
                             fac = rule_factors[r, q]
                             break
-                    if np.isfinite(rule_resume[r]):
+                    if math.isfinite(rule_resume[r]):
                         if paused[g]:
                             if val >= rule_resume[r]:
                                 paused[g] = False
