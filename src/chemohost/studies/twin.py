@@ -235,10 +235,14 @@ class Twin:
 
     # -- likelihood --------------------------------------------------------------------------------
     def simulate(self, X: np.ndarray, events: list, times: np.ndarray, outputs: list[str]):
+        """The particles through the engine; identical particles (resampling duplicates them) run once."""
         from ..engine.simulate import simulate
 
         regs = events if events else []
-        return simulate(self.cm, self.params(X), regs, times, outputs, options=self.solver)
+        U, inv = np.unique(X, axis=0, return_inverse=True)
+        if U.shape[0] > 0.9 * X.shape[0]:
+            return simulate(self.cm, self.params(X), regs, times, outputs, options=self.solver)
+        return _Rows(simulate(self.cm, self.params(U), regs, times, outputs, options=self.solver), inv.reshape(-1))
 
     def _quantities(self, res, names):
         out = {}
@@ -635,6 +639,16 @@ def _temper_step(logw: np.ndarray, ll: np.ndarray, room: float, target: float) -
         else:
             hi = mid
     return max(lo, 1e-6 * room)
+
+
+class _Rows:
+    """A simulation of the distinct particles, read as one row per particle."""
+
+    def __init__(self, res, inv: np.ndarray):
+        self.times, self.status, self._res, self._inv = res.times, res.status[inv], res, inv
+
+    def output(self, name: str) -> np.ndarray:
+        return self._res.output(name)[self._inv]
 
 
 def _normalise(logw: np.ndarray) -> np.ndarray:
