@@ -159,3 +159,27 @@ def test_randomized_design_on_the_cluster_equals_in_process(tmp_path):
     with executor(workers=2) as ex:
         got = run_randomized(t, 3, 6, executor=ex)
     pd.testing.assert_frame_equal(ref.patients, got.patients)
+
+
+def test_sensitivity_study_on_the_cluster_equals_in_process(tmp_path):
+    """A Sobol study's chunks as cluster tasks give the same runs and indices as in this process."""
+    from chemohost.studies.cluster import executor
+    from chemohost.studies.sensitivity import SensitivityStudy
+
+    d = yaml.safe_load((ROOT / "scenarios" / "study_sensitivity_pancreatic_il1.yaml").read_text())
+    d.update(samples=8, chunk_size=16)
+    d["base"] = str(ROOT / "scenarios" / Path(d["base"]).name)
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    ref = SensitivityStudy.load(f).run()
+    with executor(workers=2) as ex:
+        got = SensitivityStudy.load(f).run(executor=ex)
+    pd.testing.assert_frame_equal(ref.tables["runs"], got.tables["runs"])
+    pd.testing.assert_frame_equal(ref.tables["indices"], got.tables["indices"])
+
+
+def test_optimize_refuses_cluster_options(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["optimize", str(ROOT / "scenarios" / "study_optimize_pancreatic_caspase1.yaml"), "--workers", "2",
+                 "--out", str(out)]) == 2
+    assert "runs in this process" in capsys.readouterr().err

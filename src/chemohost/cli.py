@@ -134,6 +134,10 @@ def _trial(args) -> int:
     resumed = res.summary.get("resumed_chunks")
     print(f"trial '{trial.spec.name}': {len(res.patients)} patient-arms in {res.timings['simulate_and_endpoints']:.1f} s"
           + (f" ({resumed} chunk(s) read back from the interrupted run)" if resumed else ""))
+    for arm, tg in res.summary.get("twin_guided", {}).items():
+        print(f"  twin-guided '{arm}': decisions at day {tg['policy']['decision_day']:g}: "
+              + ", ".join(f"{k} {v}" for k, v in tg["actions"].items())
+              + f"; mean P(IL-1-driven) {tg['p_il1_driven_mean']:.2f}")
     for arm, s in res.summary["arms"].items():
         hr = s["hr_os_vs_control"]
         print(f"  {arm}: n={s['n']} ({s['n_failed']} failed) ORR {s['orr']:.2f} median PFS {s['median_pfs_months']:.2f} mo, median OS "
@@ -326,10 +330,19 @@ def _study(args) -> int:
         from .calibration.fit import load_posterior
 
         post = load_posterior(args.posterior)
-    with open_output(args.out) as folder:
+    import inspect
+
+    from .studies.cluster import executor
+
+    cluster = args.workers is not None or args.scheduler is not None
+    if cluster and "executor" not in inspect.signature(study.run).parameters:
+        raise ChemohostError(f"--workers/--scheduler run trials and sensitivity studies; a {args.command} study runs "
+                             f"in this process")
+    with open_output(args.out) as folder, executor(args.workers, args.scheduler) as ex:
         partial = folder.path / PARTIAL
+        kw = {"executor": ex} if cluster else {}
         res = study.run(progress=True, posterior=post,
-                        checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force))
+                        checkpoint=lambda fp: Checkpoint(partial, fp, resume=args.resume, discard=args.force), **kw)
 
         def write(tmp: Path) -> None:
             study.write(res, tmp)
@@ -742,6 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "patient its own posterior draw")
         st_.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         st_.add_argument("--force", action="store_true", help="discard an interrupted run's checkpoints in --out")
+        st_.add_argument("--workers", type=int, help="sensitivity: run the chunks on a Dask LocalCluster of N worker "
+                                                     "processes")
+        st_.add_argument("--scheduler", metavar="ADDRESS", help="sensitivity: run the chunks on a running Dask cluster")
         st_.set_defaults(func=_study)
     tw = sub.add_parser("twin", help="patient twin: posterior from the visits, forecasts under next actions, "
                                      "recommendation")

@@ -671,6 +671,12 @@ def build_view(ctx: dict) -> dict:
         "arms": arms, "counts": counts, "n_run": n_run,
         "n_run_text": ", ".join(f"{a}: {n}" for a, n in n_run.items()),
         "n_failed_total": sum(c["n_failed"] for c in counts.values()),
+        "twin_guided": [f"{a}: at day {tg.get('policy', {}).get('decision_day', float('nan')):g}, "
+                        + ", ".join(f"{k} {v}" for k, v in (tg.get("actions") or {}).items())
+                        + f" (mean P(IL-1-driven) {tg.get('p_il1_driven_mean', float('nan')):.2f}; "
+                        f"{tg.get('policy', {}).get('particles', '?')} particles, treatment threshold "
+                        f"{tg.get('policy', {}).get('min_gain', float('nan')):g})"
+                        for a, tg in (summary.get("twin_guided") or {}).items()],
         "warnings": warnings,
         "summary_rows": _summary_rows(arms, control, summary_arms, counts),
         "paired_rows": _paired_rows(arms, control, paired) if design == "paired" else [],

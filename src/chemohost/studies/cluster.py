@@ -75,6 +75,36 @@ class InProcess:
         for t in tasks:
             yield t, run_chunk(trial, st, t, names, twins)
 
+    def map(self, fn, items):
+        """``(key, fn(*args))`` for each ``(key, args)`` of ``items``, in order."""
+        for key, args in items:
+            yield key, fn(*args)
+
+
+def simulate_remote(model_name: str, closed_form: bool, P, regs, times, outputs, opts):
+    """One engine call wherever it runs (a study's chunk): the registered model by name, compiled or
+    loaded from the cache once per process; returns the SimulationResult."""
+    from ..engine.codegen import compile_model
+    from ..engine.simulate import simulate
+    from ..model.registry import get_model
+
+    key = ("model", model_name, closed_form)
+    if key not in _WORKER_STATE:
+        _WORKER_STATE[key] = compile_model(get_model(model_name), closed_form)
+    if _in_worker():
+        opts = replace(opts, threads=max(1, int(os.environ.get("CHEMOHOST_WORKER_THREADS", "1"))))
+    return simulate(_WORKER_STATE[key], P, regs, times, outputs, options=opts)
+
+
+def _in_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
+
 
 # -- Dask ------------------------------------------------------------------------------------------------
 _WORKER_STATE: dict = {}  # per worker process: (trial sha, seed) -> (trial, setup, twins)
@@ -95,7 +125,8 @@ def _remote_chunk(ref: tuple, seed: int, names: list[str], task: ChunkTask):
     data, source, sha, spec_hash = ref
     k = (spec_hash, seed)
     if k not in _WORKER_STATE:
-        _WORKER_STATE.clear()
+        for old in [x for x in _WORKER_STATE if x and x[0] != "model"]:
+            del _WORKER_STATE[old]  # one trial at a time per worker process
         trial = Trial.from_dict(data, source, sha)
         st = setup_trial(trial, seed)
         threads = int(os.environ.get("CHEMOHOST_WORKER_THREADS", "1"))
@@ -126,6 +157,19 @@ class DaskExecutor:
             f = self.client.submit(_remote_chunk, ref_f, st.seed, names, t, key=f"chemohost-{ref[3][:12]}-"
                                    f"{st.seed}-{t.key}-{os.getpid()}-{id(self)}", pure=False, retries=2)
             futs[f] = t
+        try:
+            for f in as_completed(futs):
+                yield futs[f], f.result()
+        finally:
+            for f in futs:
+                f.cancel()
+
+    def map(self, fn, items):
+        """``(key, fn(*args))`` for each ``(key, args)`` of ``items``, as the tasks finish on the cluster."""
+        from distributed import as_completed
+
+        futs = {self.client.submit(fn, *args, key=f"chemohost-{fn.__name__}-{os.getpid()}-{id(self)}-{i}", pure=False,
+                                   retries=2): key for i, (key, args) in enumerate(items)}
         try:
             for f in as_completed(futs):
                 yield futs[f], f.result()

@@ -225,10 +225,11 @@ class SensitivityStudy(Study):
                 V[:, j] = 10.0 ** V[:, j]
         return V
 
-    def run(self, *, progress: bool = False, checkpoint=None, posterior=None) -> StudyResult:
+    def run(self, *, progress: bool = False, checkpoint=None, posterior=None, executor=None) -> StudyResult:
         from ..engine.codegen import compile_model
-        from ..engine.simulate import SolverOptions, simulate
+        from ..engine.simulate import SolverOptions
         from .checkpoint import Checkpoint
+        from .cluster import InProcess, simulate_remote
 
         notes: list[str] = []
         t0 = time.perf_counter()
@@ -257,29 +258,36 @@ class SensitivityStudy(Study):
             bar = tqdm(total=n * len(arms), unit="run", desc=f"{self.spec.name} ({self.spec.method})", file=sys.stderr,
                        mininterval=0.5, dynamic_ncols=True)
         t1 = time.perf_counter()
-        parts, n_failed = [], 0
+        ex = executor or InProcess()
+        frames, items = {}, []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             done = ck.load(f"chunk-{s}")
-            if done is None:
-                P = np.repeat(typical[None, :], e - s, axis=0)
-                P[:, cols] = V[s:e]
-                raw, status = {}, np.zeros(e - s, dtype=np.int64)
-                for arm in arms:
-                    res = simulate(cm, P, trial.arms[arm], grid, outputs, options=opts)
-                    status = np.maximum(status, res.status)
-                    raw.update(arm_values(self.readouts, arm, res, base))
-                    if bar is not None:
-                        bar.update(e - s)
-                frame = pd.DataFrame(combine(self.readouts, raw))
-                frame.insert(0, "status", status)
-                frame.insert(0, "run", np.arange(s, e))
-                frame = ck.save(f"chunk-{s}", frame)
-            else:
-                frame = done[0]
+            if done is not None:
+                frames[s] = done[0]
                 if bar is not None:
                     bar.update((e - s) * len(arms))
-            parts.append(frame)
+                continue
+            P = np.repeat(typical[None, :], e - s, axis=0)
+            P[:, cols] = V[s:e]
+            items += [((s, arm), (trial.model.name, trial.spec.solver.closed_form, P, trial.arms[arm], grid, outputs,
+                                  opts)) for arm in arms]
+        got: dict = {}
+        for (s, arm), res in ex.map(simulate_remote, items):
+            got.setdefault(s, {})[arm] = res
+            if bar is not None:
+                bar.update(res.status.size)
+            if len(got[s]) == len(arms):  # every arm of this chunk is in: one checkpointed frame
+                raw, status = {}, np.zeros(res.status.size, dtype=np.int64)
+                for a in arms:
+                    status = np.maximum(status, got[s][a].status)
+                    raw.update(arm_values(self.readouts, a, got[s][a], base))
+                frame = pd.DataFrame(combine(self.readouts, raw))
+                frame.insert(0, "status", status)
+                frame.insert(0, "run", np.arange(s, s + status.size))
+                frames[s] = ck.save(f"chunk-{s}", frame)
+                del got[s]
+        parts = [frames[s] for s in range(0, n, chunk)]
         if bar is not None:
             bar.close()
         t2 = time.perf_counter()
