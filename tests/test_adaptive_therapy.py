@@ -81,3 +81,14 @@ def test_resume_threshold_must_not_lie_below_the_pause_threshold():
     with pytest.raises(ProtocolError, match="resume_at"):
         ThresholdRule(name="x", output="tumour_rel", unit="1", thresholds=(0.5,), factors=(1.0,), below_factor=0.0,
                       description="", source="", resume_at=0.3)
+
+
+def test_tumour_rel_is_zero_not_nan_in_a_tumour_free_host():
+    """The relative burden of a host with no tumour is 0 (not 0/0): outputs stay finite, so every run is ok."""
+    m, P = _patients()
+    names = list(m.parameters)
+    P = P[:1].copy()
+    P[0, names.index("tumour_w0")] = 0.0  # the 'tumour_free' perturbation (model/perturbations.py)
+    P[0, names.index("csc_f0")] = 0.0
+    r = simulate(m, P, [_regimen(None)], np.array([0.0, 14.0, 28.0]), ["tumour_rel", "tumour_total"])
+    assert r.status[0] == 0 and (r.output("tumour_rel") == 0).all()

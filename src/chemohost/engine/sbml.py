@@ -206,20 +206,36 @@ def _add_doses(m, model: Model, doses: DoseTable, factors):
                 infusion_targets[tgt] = rate
             rate = infusion_targets[tgt]
             dur = float(doses.duration[d])
-            _event(m, f"dose{d}_start", t0, rate, f"{rate} + ({amount}) / {dur!r}")
-            _event(m, f"dose{d}_stop", t0 + dur, rate, f"{rate} - ({amount}) / {dur!r}")
+            # the stop subtracts the rate this dose's start added (its own parameter), so the infusion
+            # switches off exactly even if BSA/WT changed in between (e.g. set after the start fired)
+            own = f"dose{d}_rate"
+            p = m.createParameter()
+            p.setId(own)
+            p.setConstant(False)
+            p.setValue(0.0)
+            p.setName(f"infusion rate of dose {d} ({doses.drug[d]}), set when it starts")
+            _event(m, f"dose{d}_start", t0, [(rate, f"{rate} + ({amount}) / {dur!r}"), (own, f"({amount}) / {dur!r}")])
+            _event(m, f"dose{d}_stop", t0 + dur, [(rate, f"{rate} - {own}"), (own, "0")])
         else:
-            _event(m, f"dose{d}", t0, route.target, f"{route.target} + {amount}")
+            _event(m, f"dose{d}", t0, [(route.target, f"{route.target} + {amount}")])
 
 
-def _event(m, eid, time, variable, formula):
+#: doses due at t = 0 trigger at this time instead (days): an SBML event whose trigger holds at t = 0 fires
+#: when a simulator initialises the model (libRoadRunner's resetAll()), i.e. before a user sets the patient's
+#: BSA/WT, so the first dose would use the file's typical covariates; 1e-9 day (86 us) later it fires during
+#: the simulation, with the parameters the user set
+FIRST_DOSE_TIME = 1e-9
+
+
+def _event(m, eid, time, assignments):
     e = m.createEvent()
     e.setId(eid)
     e.setUseValuesFromTriggerTime(True)
     tr = e.createTrigger()
     tr.setInitialValue(False)
     tr.setPersistent(True)
-    tr.setMath(libsbml.parseL3Formula(f"time >= {time!r}"))
-    ea = e.createEventAssignment()
-    ea.setVariable(variable)
-    ea.setMath(libsbml.parseL3Formula(formula))
+    tr.setMath(libsbml.parseL3Formula(f"time >= {max(time, FIRST_DOSE_TIME)!r}"))
+    for variable, formula in assignments:
+        ea = e.createEventAssignment()
+        ea.setVariable(variable)
+        ea.setMath(libsbml.parseL3Formula(formula))

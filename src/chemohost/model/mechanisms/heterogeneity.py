@@ -29,8 +29,9 @@ MODULE = Module(
     outputs=(
         Output("csc_recruitment", "csc_k_act*(1 + csc_a_pge2*max(pge2 - 1, 0))", "1/day", ""),
         Output("tumour_total", "tumour_size + csc_q + csc_c", "cm**3", "bulk + stem-like tumour"),
-        Output("tumour_rel", "tumour_total/(tumour_w0*(1 + csc_f0*(1 + csc_k_act/csc_k_quiesce)))", "dimensionless",
-               "tumour burden relative to its pre-treatment value (adaptive-therapy rules)"),
+        Output("tumour_rel", "tumour_total/(tumour_w0*(1 + csc_f0*(1 + csc_k_act/csc_k_quiesce)) + tumour_eps)",
+               "dimensionless", "tumour burden relative to its pre-treatment value (adaptive-therapy rules; 0 in a "
+               "tumour-free host)"),
         Output("csc_fraction", "(csc_q + csc_c)/(tumour_total + tumour_eps)", "dimensionless", ""),
     ),
     flows=(
