@@ -445,7 +445,8 @@ def render_twin(res) -> str:
             cells.append(f"{_g(m, 3)} ± {_g(se, 2)}" if q.startswith("p_") else f"{_g(m, 3)} ({_g(lo, 3)} – {_g(hi, 3)})")
         rows.append([("★ " if a == r["action"] else "") + a, *cells])
     upd = [[int(x["visit"]), _g(x["day"], 4), int(x["n_measurements"]), _g(x["ess_before_resampling"], 4),
-            "yes" if x["resampled"] else "no", _g(x["move_acceptance"], 2), _g(x["p_il1_high"], 3)]
+            int(x.get("tempering_steps", 1)), "yes" if x["resampled"] else "no", _g(x["move_acceptance"], 2),
+            _g(x["p_il1_high"], 3)]
            for x in res.history.to_dict("records")]
     voi = [[x["measurement"], _g(x["relative_reduction"], 3), _g(x["expected_reduction"], 3)]
            for x in res.voi.to_dict("records")]
@@ -458,8 +459,9 @@ def render_twin(res) -> str:
                                         "mean (90% interval). ANC in 1e9/L, sum of diameters in mm.")],
                  sid="section-recommendation"),
         _section("Posterior against the measurements", figures=[_twin_fit_figure(res)], sid="section-fit"),
-        _section("Visit-by-visit updates", tables=[_table(["visit", "day", "measurements", "ESS", "resampled",
-                                                           "move acceptance", "P(IL-1-driven)"], upd,
+        _section("Visit-by-visit updates", tables=[_table(["visit", "day", "measurements", "lowest ESS",
+                                                           "tempering steps", "resampled", "move acceptance",
+                                                           "P(IL-1-driven)"], upd,
                                                           tid="table-updates")],
                  figures=[_twin_update_figure(res)], sid="section-updates"),
         _section("What the next measurement would be worth",
