@@ -39,7 +39,7 @@ def twin_guided_trial(n: int) -> None:
     t2 = Trial.from_dict(d2, "<peer>")
     run_trial(Trial.from_dict({**d2, "patients": 2}, "<warm>"))  # load the compiled model
     t0 = time.perf_counter()
-    r2 = run_trial(t2)
+    run_trial(t2)
     peer = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = run_trial(t)
@@ -55,7 +55,6 @@ def twin_guided_trial(n: int) -> None:
     print(f"  decisions: {tg[arm]['actions']}; mean P(IL-1-driven) {tg[arm]['p_il1_driven_mean']:.2f}")
     for a_, s_ in r.summary["arms"].items():
         print(f"  {a_}: median OS {s_['median_os_months']:.2f} mo, doses given {r.patients[r.patients['arm'] == a_]['doses_given'].mean():.1f}")
-    del r2
 
 
 def main() -> None:

@@ -144,28 +144,17 @@ class DaskExecutor:
         self.name = description
 
     def run(self, trial, st, names, tasks):
-        from distributed import as_completed
-
         import hashlib
         import json
 
         data = trial.spec.model_dump(mode="json")
         ref = (data, trial.source, trial.sha256, hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest())
         [ref_f] = self.client.scatter([ref], broadcast=True)
-        futs = {}
-        for t in tasks:
-            f = self.client.submit(_remote_chunk, ref_f, st.seed, names, t, key=f"chemohost-{ref[3][:12]}-"
-                                   f"{st.seed}-{t.key}-{os.getpid()}-{id(self)}", pure=False, retries=2)
-            futs[f] = t
-        try:
-            for f in as_completed(futs):
-                yield futs[f], f.result()
-        finally:
-            for f in futs:
-                f.cancel()
+        yield from self.map(_remote_chunk, [(t, (ref_f, st.seed, names, t)) for t in tasks])
 
     def map(self, fn, items):
-        """``(key, fn(*args))`` for each ``(key, args)`` of ``items``, as the tasks finish on the cluster."""
+        """``(key, fn(*args))`` for each ``(key, args)`` of ``items``, as the tasks finish on the cluster (a lost
+        worker's tasks are rescheduled by Dask; up to 2 retries of a task that raised)."""
         from distributed import as_completed
 
         futs = {self.client.submit(fn, *args, key=f"chemohost-{fn.__name__}-{os.getpid()}-{id(self)}-{i}", pure=False,

@@ -56,6 +56,12 @@ OBSERVABLES: dict[str, tuple[str, str, str, float, str]] = {
 }
 
 
+#: serum IL-1alpha below this is reported censored in simulated records (pg/mL): the Mayo Clinic Laboratories
+#: FIN1A serum IL-1alpha EIA reports healthy serum as "< 3.9 pg/mL" (data/measurements/serum_il1a.csv) --
+#: a laboratory reference bound used as the reporting limit, not the assay's stated detection limit
+IL1A_REPORTED_BELOW = 3.9
+
+
 class VisitsFile(_Strict):
     file: str
 

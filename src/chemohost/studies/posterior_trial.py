@@ -125,7 +125,7 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
     from .cluster import ChunkTask, InProcess
 
     ex = executor or InProcess()
-    tasks, got = [], {}
+    tasks, got, draw_of = [], {}, {}
     draw_ids = sel["draw"].to_numpy()
     for a, arm in enumerate(trial.arms):
         for s in range(0, total, chunk):
@@ -139,13 +139,13 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
                 for c, j in enumerate(cols):
                     P[:, j] = V[k, c] if typical[j] == 0 else P0[i, j] * (V[k, c] / typical[j])
                 tasks.append(ChunkTask(key, a, P, i, sched[i], e_os[i]))
+                draw_of[key] = draw_ids[k]
             else:
                 got[key] = done[0]
                 if bar is not None:
                     bar.update(e - s)
     for task, (ep, _) in ex.run(trial, st, names, tasks):
-        s = int(task.key.split("-")[1])
-        ep.insert(0, "draw", draw_ids[np.arange(s, s + len(task.ids)) // n])
+        ep.insert(0, "draw", draw_of[task.key])
         got[task.key] = ck.save(task.key, ep)
         if bar is not None:
             bar.set_postfix_str(list(trial.arms)[task.arm], refresh=False)

@@ -226,7 +226,6 @@ class SensitivityStudy(Study):
         return V
 
     def run(self, *, progress: bool = False, checkpoint=None, posterior=None, executor=None) -> StudyResult:
-        from ..engine.codegen import compile_model
         from ..engine.simulate import SolverOptions
         from .checkpoint import Checkpoint
         from .cluster import InProcess, simulate_remote
@@ -237,7 +236,6 @@ class SensitivityStudy(Study):
         X = self.sample()
         V = self.values(X)
         trial, base = self.base.trial, self.base
-        cm = compile_model(trial.model, trial.spec.solver.closed_form)
         sv = trial.spec.solver
         opts = SolverOptions(rtol=sv.rtol, atol=sv.atol, max_steps=sv.max_steps, closed_form=sv.closed_form,
                              device=sv.device)

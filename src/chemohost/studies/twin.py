@@ -55,6 +55,7 @@ ACTIONS = ("continue", "reduce_dose", "delay_1w", "add_il1a_antibody", "add_casp
            "stop_chemotherapy")
 COUPLINGS = {"il1r1_ec50": (1.2, 50.0), "gcsf_il1_emax": (0.5, 50.0)}
 SCAN_DAYS = 56.0  # every 8 weeks, as the trials assess
+MAX_TEMPER_STEPS = 50  # tempering steps per visit before the rest of its likelihood is taken at once
 HORIZON = 182.0  # 6 months from now
 
 
@@ -347,9 +348,12 @@ class Twin:
             ll_new = self.loglik(X, new)
             phi, steps, accs, ess0 = 0.0, 0, [], None
             while phi < 1.0:
-                delta = _temper_step(logw, ll_new, 1.0 - phi, N / 2)
+                # the step that keeps ESS >= N/2; after MAX_TEMPER_STEPS the rest of the visit at once (its
+                # likelihood is always brought in whole, even if the ESS then drops)
+                room = 1.0 - phi
+                delta = room if steps + 1 >= MAX_TEMPER_STEPS else _temper_step(logw, ll_new, room, N / 2)
                 logw = logw + delta * np.where(np.isfinite(ll_new), ll_new, -np.inf)
-                phi = min(1.0, phi + delta) if delta < 1.0 - phi else 1.0
+                phi = 1.0 if delta >= room else phi + delta
                 w = _normalise(logw)
                 ess = 1.0 / np.sum(w ** 2)
                 ess0 = ess if ess0 is None else min(ess0, ess)
@@ -358,8 +362,6 @@ class Twin:
                     idx = _systematic(w, self.rng)
                     X, logw, ll_new = X[idx], np.zeros(N), ll_new[idx]
                     accs.append(self._move(X, seen, o.moves, new, phi, ll_new))
-                if steps > 50:  # the step rule guarantees progress; this only guards a pathological record
-                    break
             seen += new
             w = _normalise(logw)
             P = self.params(X)
@@ -416,8 +418,7 @@ class Twin:
             return self.loglik(X, old), np.zeros(X.shape[0])
         if not old:
             return np.zeros(X.shape[0]), self.loglik(X, new)
-        both = self.loglik(X, old + new, split=len(old))
-        return both
+        return self.loglik(X, old + new, split=len(old))
 
     def _il1_high(self, P: np.ndarray) -> np.ndarray:
         """Indicator of an IL-1-driven host response: coupling strength ln(gcsf_il1_emax / il1r1_ec50) above
@@ -551,6 +552,28 @@ class Twin:
         return pd.DataFrame(rows).sort_values("expected_reduction", ascending=False).reset_index(drop=True)
 
 
+def simulated_measurements(res, i: int, days: list, visit_days, il1a_days, sld: np.ndarray, rng) -> list:
+    """Patient ``i``'s monitoring read off a simulation ``res`` on ``days`` with the record's noise model:
+    ANC, lymphocytes and G-CSF on ``visit_days``, serum IL-1alpha on ``il1a_days`` (reported censored below
+    IL1A_REPORTED_BELOW), the sum of diameters ``sld`` at baseline; log-normal errors with the CVs of
+    OBSERVABLES, drawn from ``rng`` in that order.  Used by validate_twin and the twin-guided trial arms."""
+    from .patient_record import IL1A_REPORTED_BELOW, Observation
+
+    obs = []
+    for d in visit_days:
+        j = days.index(d)
+        for key, q in (("ANC", "ANC"), ("lymphocytes", "lymph"), ("G_CSF", "gcsf")):
+            v = float(res.output(q)[i, j]) * math.exp(OBSERVABLES[key][3] * rng.standard_normal())
+            obs.append(Observation(d, key, v))
+    for d in il1a_days:
+        v = float(res.output("il1a_pgml")[i, days.index(d)]) * math.exp(OBSERVABLES["IL1a"][3] * rng.standard_normal())
+        obs.append(Observation(d, "IL1a", float("nan"), IL1A_REPORTED_BELOW) if v < IL1A_REPORTED_BELOW
+                   else Observation(d, "IL1a", v))
+    obs.append(Observation(0.0, "SLD", float(sld[i, 0]) * math.exp(OBSERVABLES["SLD"][3] * rng.standard_normal())))
+    obs.sort(key=lambda o: (o.day, o.observable))
+    return obs
+
+
 def synthetic_record(truth: dict, regimens_yaml: list, visits: dict, now: float, seed: int, *, indication=None,
                      covariates=None, patient="synthetic", model_name="host_response") -> tuple[dict, dict]:
     """A patient record (as YAML data) simulated from known parameters ``truth`` (parameter -> value in
@@ -563,6 +586,7 @@ def synthetic_record(truth: dict, regimens_yaml: list, visits: dict, now: float,
     from ..scenario import RegimenSpec, build_regimens
     from .endpoints import sum_of_diameters
     from .indications import load_indication
+    from .patient_record import IL1A_REPORTED_BELOW
 
     model = get_model(model_name)
     ind = load_indication(indication, model.parameters) if indication else None
@@ -588,8 +612,8 @@ def synthetic_record(truth: dict, regimens_yaml: list, visits: dict, now: float,
                 rows.append({"day": d, key: "yes" if seen else "no"})
                 continue
             y = v * math.exp(sig * rng.standard_normal())
-            if key == "IL1a" and y < 3.9:
-                val = "<3.9 pg/mL"
+            if key == "IL1a" and y < IL1A_REPORTED_BELOW:
+                val = f"<{IL1A_REPORTED_BELOW:g} pg/mL"
             else:
                 val = f"{y:.4g} {unit if unit != 'dimensionless' else ''}".strip()
             rows.append({"day": d, key: val})
@@ -702,8 +726,6 @@ def validate_twin(record: PatientRecord, n_patients: int = 20, particles: int = 
     * the recommended action against the fixed protocol ('continue'), judged on the *true* parameters:
       the mean difference of the objective with a bootstrap 95% CI.
     """
-    from .patient_record import Observation
-
     base = Twin(record, TwinOptions(particles=particles, seed=seed, moves=2))
     rng = np.random.default_rng([seed, 3])
     L = np.linalg.cholesky(base.cov)
@@ -718,18 +740,7 @@ def validate_twin(record: PatientRecord, n_patients: int = 20, particles: int = 
     sld = sum_of_diameters(res.output("tumour_total"))
     errs, rec_rows, cls_rows = [], [], []
     for i in range(n_patients):
-        obs = []
-        for d in visit_days:
-            j = days.index(d)
-            for key, q in (("ANC", "ANC"), ("lymphocytes", "lymph"), ("G_CSF", "gcsf")):
-                v = float(res.output(q)[i, j]) * math.exp(OBSERVABLES[key][3] * rng.standard_normal())
-                obs.append(Observation(d, key, v))
-        for d in (0.0, 3.0):
-            j = days.index(d)
-            v = float(res.output("il1a_pgml")[i, j]) * math.exp(0.3 * rng.standard_normal())
-            obs.append(Observation(d, "IL1a", float("nan"), 3.9) if v < 3.9 else Observation(d, "IL1a", v))
-        obs.append(Observation(0.0, "SLD", float(sld[i, 0]) * math.exp(0.08 * rng.standard_normal())))
-        obs.sort(key=lambda o: (o.day, o.observable))
+        obs = simulated_measurements(res, i, days, visit_days, (0.0, 3.0), sld, rng)
         truth_P = base.params(truths[i:i + 1])
         il1_true = bool(base._il1_high(truth_P)[0])
         for k in range(1, len(visit_days)):

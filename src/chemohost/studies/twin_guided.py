@@ -6,7 +6,7 @@ arms):
 
 1. The patient's true course under the arm's regimens is simulated to the decision day; the protocol's
    monitoring is read off it with the record's noise model (ANC, lymphocytes and G-CSF on the visit days,
-   serum IL-1alpha on its days, censored below the clinical EIA limit of 3.9 pg/mL, the baseline sum of
+   serum IL-1alpha on its days, reported censored below 3.9 pg/mL, the baseline sum of
    diameters), from a per-patient random stream, so a patient's measurements do not depend on the chunk.
 2. The twin's prior (the indication's population, couplings over their ranges) is conditioned on what a
    clinician knows exactly (BSA, weight, creatinine clearance); the doses the patient actually received
@@ -34,7 +34,6 @@ from ..errors import ScenarioError
 TRIAL_ACTIONS = ("continue", "add_il1a_antibody", "add_caspase1_inhibitor")
 #: parameters a clinician knows exactly at the decision (the twin's prior is conditioned on them)
 KNOWN = ("BSA", "WT", "CRCL")
-IL1A_LLOD = 3.9  # pg/mL, clinical IL-1alpha EIA lower limit of detection (as the example patients)
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def decide(st, base, P: np.ndarray, names: list[str], regs, ids, policy: TwinPol
 
     from ..engine.simulate import simulate
     from .endpoints import sum_of_diameters
-    from .patient_record import OBSERVABLES, Observation
+    from .twin import simulated_measurements
 
     now = policy.decision_day
     days = sorted(set(policy.visit_days) | set(policy.il1a_days) | {0.0, now})
@@ -132,18 +131,7 @@ def decide(st, base, P: np.ndarray, names: list[str], regs, ids, policy: TwinPol
             rows.append(row)
             continue
         rng = np.random.default_rng([int(st.seed), 12, int(pid)])
-        obs = []
-        for d in policy.visit_days:
-            j = days.index(d)
-            for key, q in (("ANC", "ANC"), ("lymphocytes", "lymph"), ("G_CSF", "gcsf")):
-                v = float(res.output(q)[i, j]) * math.exp(OBSERVABLES[key][3] * rng.standard_normal())
-                obs.append(Observation(d, key, v))
-        for d in policy.il1a_days:
-            v = float(res.output("il1a_pgml")[i, days.index(d)]) * math.exp(OBSERVABLES["IL1a"][3]
-                                                                             * rng.standard_normal())
-            obs.append(Observation(d, "IL1a", float("nan"), IL1A_LLOD) if v < IL1A_LLOD else Observation(d, "IL1a", v))
-        obs.append(Observation(0.0, "SLD", float(sld[i, 0]) * math.exp(OBSERVABLES["SLD"][3] * rng.standard_normal())))
-        obs.sort(key=lambda o: (o.day, o.observable))
+        obs = simulated_measurements(res, i, days, policy.visit_days, policy.il1a_days, sld, rng)
         rec = replace(base.rec, observations=obs, now=now)
         known = {k: float(P[i, names.index(k)]) for k in KNOWN if k in names}
         tw = base.for_patient(rec, known, seed=int(rng.integers(2 ** 31)), given_events=_given_events(res, i, now))
