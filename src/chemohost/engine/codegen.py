@@ -23,17 +23,19 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
 from .. import __version__
 from ..errors import ModelError
 from ..model.core import Model
 from ..model.expr import parse
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 
 @dataclass
@@ -47,6 +49,8 @@ class SymbolicModel:
 
 
 def symbolic(model: Model) -> SymbolicModel:
+    import sympy as sp
+
     sym = {n: sp.Symbol(n, real=True) for n in [*model.species, *model.parameters, *model.outputs]}
     # outputs in dependency order (no cycles)
     raw = {o.name: parse(o.expr, sym, f"output '{o.name}' (module {model.owner[o.name]})")
@@ -95,6 +99,8 @@ def symbolic(model: Model) -> SymbolicModel:
 
 def linear_subsystem(sm: SymbolicModel) -> list[str]:
     """Species whose dynamics form a closed, linear, parameter-coefficient system."""
+    import sympy as sp
+
     params = {sm.sym[p] for p in sm.model.parameters}
     cand = set(sm.model.species)
     changed = True
@@ -117,27 +123,35 @@ def linear_subsystem(sm: SymbolicModel) -> list[str]:
     return [s for s in sm.model.species if s in cand]
 
 
-class _Printer(PythonCodePrinter):
-    def _print_Symbol(self, expr):
-        return expr.name
+def fold_pairs(args: list[str], pattern: str) -> str:
+    """``f(f(a, b), c)`` for an n-ary min/max printed as nested two-argument calls (``pattern``: {0}, {1})."""
+    out = args[0]
+    for a in args[1:]:
+        out = pattern.format(out, a)
+    return out
 
-    def _print_Max(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"max({out}, {a})"
-        return out
 
-    def _print_Min(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"min({out}, {a})"
-        return out
+def _printer():
+    """The code printer (sympy is imported only when code is generated: a cached model needs none)."""
+    from sympy.printing.pycode import PythonCodePrinter
+
+    class _Printer(PythonCodePrinter):
+        def _print_Symbol(self, expr):
+            return expr.name
+
+        def _print_Max(self, expr):
+            return fold_pairs([self._print(a) for a in expr.args], "max({0}, {1})")
+
+        def _print_Min(self, expr):
+            return fold_pairs([self._print(a) for a in expr.args], "min({0}, {1})")
+
+    return _Printer({"standard": "python3", "fully_qualified_modules": True})
 
 
 def _hoist(exprs: list[sp.Expr], params: set, registry: dict) -> list[sp.Expr]:
     """Replace parameter-only subexpressions by ``qd[k]`` symbols (computed once per patient)."""
+    import sympy as sp
+
 
     def name(e):
         if e not in registry:
@@ -162,7 +176,9 @@ def _hoist(exprs: list[sp.Expr], params: set, registry: dict) -> list[sp.Expr]:
 
 
 def _emit(name: str, args: str, targets: list[tuple[str, sp.Expr]], header: str = "") -> str:
-    printer = _Printer({"standard": "python3", "fully_qualified_modules": True})
+    import sympy as sp
+
+    printer = _printer()
     exprs = [e for _, e in targets]
     repl, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("_x"), optimizations="basic") if exprs else ([], [])
     lines = ['@nb.njit(cache=True, error_model="numpy")', f"def {name}({args}):"]
@@ -180,7 +196,9 @@ def _emit(name: str, args: str, targets: list[tuple[str, sp.Expr]], header: str 
 def _emit_output_one(targets: list[tuple[str, sp.Expr]]) -> str:
     """``output_one(k, t, y, xl, p)``: output ``k`` alone, so recording a few outputs does not
     evaluate all of them (each branch has its own common subexpressions)."""
-    printer = _Printer({"standard": "python3", "fully_qualified_modules": True})
+    import sympy as sp
+
+    printer = _printer()
     lines = ['@nb.njit(cache=True, error_model="numpy")', "def output_one(k, t, y, xl, p):"]
     for k, (_, e) in enumerate(targets):
         lines.append(f"    if k == {k}:")
@@ -321,6 +339,8 @@ class CompiledModel:
 
 
 def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[str], list[str], list[str], list[str]]:
+    import sympy as sp
+
     sm = symbolic(model)
     lin = linear_subsystem(sm) if closed_form else []
     ode = [s for s in model.species if s not in lin]
@@ -441,7 +461,8 @@ def declaration_key(model: Model, closed_form: bool = True) -> str:
     from ..model import expr as _expr
 
     h = hashlib.sha256()
-    h.update(repr((model.name, bool(closed_form), __version__, sp.__version__, numba.__version__, np.__version__)).encode())
+    sympy_version = metadata.version("sympy")  # not sympy.__version__: importing sympy costs 0.3 s per start
+    h.update(repr((model.name, bool(closed_form), __version__, sympy_version, numba.__version__, np.__version__)).encode())
     h.update(repr([(s.name, s.initial) for s in model.species.values()]).encode())
     h.update(repr(list(model.parameters)).encode())
     h.update(repr([(f.name, f.source, f.target, f.rate) for f in model.flows.values()]).encode())

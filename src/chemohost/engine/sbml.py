@@ -15,61 +15,74 @@ Time unit: day.
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
 
 from ..errors import ExportError
 from ..model.core import Model
 from ..model.expr import parse
+from .codegen import fold_pairs
 from ..protocol.dosing import DoseTable
 
-try:
-    import libsbml
-except ImportError:  # pragma: no cover - declared dependency
-    libsbml = None
+# libsbml and sympy are imported on the first export, not at every start of chemohost (0.5 s together)
+libsbml = None
 
 
-class _L3Printer(sp.printing.str.StrPrinter):
-    def _print_Pow(self, expr, rational=False):
-        b, e = expr.as_base_exp()
-        if e == sp.Rational(1, 2):
-            return f"sqrt({self._print(b)})"
-        if e == -1:
-            return f"(1/({self._print(b)}))"
-        return f"pow({self._print(b)}, {self._print(e)})"
+def _load_libsbml():
+    global libsbml
+    if libsbml is None:
+        try:
+            import libsbml as _libsbml
+        except ImportError:  # pragma: no cover - declared dependency
+            raise ExportError("python-libsbml is not installed; pip install python-libsbml") from None
+        libsbml = _libsbml
+    return libsbml
 
-    def _print_exp(self, expr):
-        return f"exp({self._print(expr.args[0])})"
 
-    def _print_log(self, expr):
-        return f"ln({self._print(expr.args[0])})"
+_PRINTER = None
 
-    def _print_Abs(self, expr):
-        return f"abs({self._print(expr.args[0])})"
 
-    def _print_Max(self, expr):
-        a = [self._print(x) for x in expr.args]
-        out = a[0]
-        for x in a[1:]:
-            out = f"piecewise({out}, {out} >= {x}, {x})"
-        return out
+def _printer():
+    global _PRINTER
+    if _PRINTER is not None:
+        return _PRINTER
+    import sympy as sp
 
-    def _print_Min(self, expr):
-        a = [self._print(x) for x in expr.args]
-        out = a[0]
-        for x in a[1:]:
-            out = f"piecewise({out}, {out} <= {x}, {x})"
-        return out
+    class _L3Printer(sp.printing.str.StrPrinter):
+        def _print_Pow(self, expr, rational=False):
+            b, e = expr.as_base_exp()
+            if e == sp.Rational(1, 2):
+                return f"sqrt({self._print(b)})"
+            if e == -1:
+                return f"(1/({self._print(b)}))"
+            return f"pow({self._print(b)}, {self._print(e)})"
 
-    def _print_Float(self, expr):
-        return repr(float(expr))
+        def _print_exp(self, expr):
+            return f"exp({self._print(expr.args[0])})"
 
-    def _print_Exp1(self, expr):
-        return "exponentiale"
+        def _print_log(self, expr):
+            return f"ln({self._print(expr.args[0])})"
+
+        def _print_Abs(self, expr):
+            return f"abs({self._print(expr.args[0])})"
+
+        def _print_Max(self, expr):
+            return fold_pairs([self._print(x) for x in expr.args], "piecewise({0}, {0} >= {1}, {1})")
+
+        def _print_Min(self, expr):
+            return fold_pairs([self._print(x) for x in expr.args], "piecewise({0}, {0} <= {1}, {1})")
+
+        def _print_Float(self, expr):
+            return repr(float(expr))
+
+        def _print_Exp1(self, expr):
+            return "exponentiale"
+
+    _PRINTER = _L3Printer()
+    return _PRINTER
 
 
 def _math(text, sym, where):
     expr = parse(text, sym, where)
-    formula = _L3Printer().doprint(expr)
+    formula = _printer().doprint(expr)
     ast = libsbml.parseL3Formula(formula)
     if ast is None:
         raise ExportError(f"{where}: cannot express '{text}' in SBML ({libsbml.getLastParseL3Error()})")
@@ -84,8 +97,9 @@ def _check(code, what):
 def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = None,
             dose_factors: np.ndarray | None = None) -> str:
     """SBML L3V2 text for ``model`` with parameter ``values`` (internal units) and ``doses``."""
-    if libsbml is None:
-        raise ExportError("python-libsbml is not installed; pip install python-libsbml")
+    import sympy as sp
+
+    _load_libsbml()
     missing = sorted(set(model.parameters) - set(values))
     if missing:
         raise ExportError(f"no values for parameters {missing}")
@@ -163,6 +177,7 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
 def checked_text(doc) -> str:
     """``doc`` as SBML text, re-read and checked (unit consistency aside): an invalid document raises
     :class:`ExportError` with libSBML's first messages instead of being written."""
+    _load_libsbml()
     text = libsbml.writeSBMLToString(doc)
     check = libsbml.readSBMLFromString(text)
     check.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, False)

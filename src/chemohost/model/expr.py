@@ -10,39 +10,47 @@ from __future__ import annotations
 import keyword
 import re
 
-import sympy as sp
-from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
 
-FUNCTIONS = {
-    "exp": sp.exp,
-    "log": sp.log,
-    "sqrt": sp.sqrt,
-    "abs": sp.Abs,
-    "min": sp.Min,
-    "max": sp.Max,
-}
+if TYPE_CHECKING:
+    import sympy as sp
+
+#: the functions expressions may use (sympy is imported only to parse: a run whose compiled model is
+#: cached does not pay its 0.3 s import)
+FUNCTION_NAMES = ("exp", "log", "sqrt", "abs", "min", "max")
+
+
+def _functions() -> dict:
+    import sympy as sp
+
+    return {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "abs": sp.Abs, "min": sp.Min, "max": sp.Max}
+
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_OK = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 def check_name(name: str, what: str) -> None:
-    if not _NAME_OK.match(name) or keyword.iskeyword(name) or name in FUNCTIONS or name == "time":
+    if not _NAME_OK.match(name) or keyword.iskeyword(name) or name in FUNCTION_NAMES or name == "time":
         raise ModelError(
             f"{what} name '{name}' is not allowed: use letters, digits and '_', starting with a "
-            f"letter, and not a Python keyword or one of {sorted(FUNCTIONS)}"
+            f"letter, and not a Python keyword or one of {sorted(FUNCTION_NAMES)}"
         )
 
 
 def identifiers(text: str) -> set[str]:
     # strip numbers in scientific notation before looking for names (1e-3 is not the name 'e')
     stripped = re.sub(r"(?<![A-Za-z_0-9.])\d+\.?\d*(?:[eE][-+]?\d+)?", " ", text)
-    return {m.group(0) for m in _IDENT.finditer(stripped)} - set(FUNCTIONS)
+    return {m.group(0) for m in _IDENT.finditer(stripped)} - set(FUNCTION_NAMES)
 
 
 def parse(text: str | float | int, known: dict[str, sp.Symbol], where: str) -> sp.Expr:
     """Parse ``text`` using only the symbols in ``known``."""
+    import sympy as sp
+    from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
+
     if isinstance(text, (int, float)):
         return sp.Float(text) if isinstance(text, float) else sp.Integer(text)
     unknown = sorted(identifiers(text) - set(known))
@@ -52,7 +60,7 @@ def parse(text: str | float | int, known: dict[str, sp.Symbol], where: str) -> s
             "species, parameters or outputs of a module in the model"
         )
     local = dict(known)
-    local.update(FUNCTIONS)
+    local.update(_functions())
     try:
         expr = parse_expr(
             text,

@@ -24,6 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -270,8 +271,12 @@ def _waterfall(df, arms):
             has = np.isfinite(v)
             order = np.argsort(-v[has], kind="stable")
             vv, rr = v[has][order], resp[has][order]
-            ax.bar(np.arange(vv.size), np.clip(vv, -100, top), width=0.9,
-                   color=[RESPONSE_COLOURS.get(r, "#7f8c8d") for r in rr], lw=0)
+            # one collection of bars per panel, not one artist per patient (drawing time flat in N)
+            x, hgt = np.arange(vv.size, dtype=float), np.clip(vv, -100, top)
+            verts = np.stack([np.c_[x - 0.45, np.zeros_like(x)], np.c_[x - 0.45, hgt], np.c_[x + 0.45, hgt],
+                              np.c_[x + 0.45, np.zeros_like(x)]], axis=1)
+            ax.add_collection(PolyCollection(verts, facecolors=[RESPONSE_COLOURS.get(r, "#7f8c8d") for r in rr],
+                                             linewidths=0))
             ax.axhline(20, ls="--", lw=1, color="#c0392b")
             ax.axhline(-30, ls="--", lw=1, color="#1a5276")
             ax.axhline(0, lw=0.6, color="k")

@@ -19,6 +19,8 @@
 # the factorisation), or a pivot vanish, the step falls back to dense LU with partial pivoting.
 # Outputs between steps come from Rodas4's continuous extension (Hairer's RODAS dense output, order
 # 3), so the step size is set by the error control and dose events only, not by the output grid.
+# Error weights: atol + rtol |y_i| for states that start at zero, rtol |y_i| (pure relative) for
+# states with a positive baseline, which therefore also stay positive (a negative value is rejected).
 # Step-size control: h <- h * clip(0.9 err^-1/4, 0.2, 6), no increase right after a rejection;
 # after dose events, Hairer's starting heuristic, capped by the first step accepted after the
 # previous event of the same kind (so repeated doses are not each rejected down to it).
@@ -70,6 +72,7 @@ _H34 = 24.76722511418386
 _H35 = -6.594389125716872
 
 LU_GROWTH_MAX = 100.0
+REL_FLOOR = 1e-300  # error floor of states with a positive baseline: relative control down to underflow
 
 ST_OK = 0
 ST_MAXSTEPS = 1
@@ -312,6 +315,14 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     y = np.zeros(n)
     xl = np.zeros(nl)
     init_state(p, y, xl)
+    # absolute error floor per integrated state: atol (in the state's unit) for states that start
+    # at zero (drug-driven: metabolites, occupancies, damage); pure relative control for states with
+    # a positive baseline (cell populations, mediators), so a population that collapses by many
+    # orders of magnitude, and what regrows from it, is tracked (with one atol for all, marrow
+    # progenitors below atol were noise and a collapsed ANC came back ~1000x too high)
+    aw = np.zeros(n)
+    for i in range(n):
+        aw[i] = atol if y[i] <= 0.0 else REL_FLOOR
     qd = np.zeros(N_DERIVED)   # parameter-only subexpressions, computed once per patient
     derived(p, qd)
     JLv = np.zeros(N_JLIN)
@@ -495,7 +506,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 d0 = 0.0
                 d1 = 0.0
                 for i in range(n):
-                    sc = atol + rtol * abs(y[i])
+                    sc = aw[i] + rtol * abs(y[i])
                     d0 += (y[i] / sc) ** 2
                     d1 += (f0[i] / sc) ** 2
                 d0 = math.sqrt(d0 / n)
@@ -591,7 +602,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                 finite = True
                 for i in range(n):
                     yn[i] += k6[i]
-                    sc = atol + rtol * max(abs(y[i]), abs(yn[i]))
+                    sc = aw[i] + rtol * max(abs(y[i]), abs(yn[i]))
                     err += (k6[i] / sc) ** 2
                     if yn[i] < -sc:
                         neg = True
