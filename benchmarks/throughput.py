@@ -134,7 +134,7 @@ def main():
     st = setup_trial(trial, 1)
     cm, opts = st.cm, st.opts
     regs = [dataclasses.replace(r, rule=None) for r in trial.arms[trial.spec.control]]
-    names, P, cov, _ = sample_trial_patients(trial, max(a.n, a.peer_n), 1)
+    names, P, _, _ = sample_trial_patients(trial, max(a.n, a.peer_n), 1)
     bsa = P[:, names.index("BSA")]
     species = list(cm.model.species)
     sbml = ch.to_sbml(cm.model, dict(zip(names, P[0])), ch.dose_table(regs))
@@ -167,7 +167,7 @@ def main():
     base = rows["chemohost"]["pps"]
     for name, r in rows.items():
         err, m = r["agreement"]
-        e = " / ".join(f"{err[o]:.1e}" for o in CLINICAL) + f" ({m})" if err else f"- (0)"
+        e = " / ".join(f"{err[o]:.1e}" for o in CLINICAL) + f" ({m})" if err else "- (0)"
         ratio = "-" if name == "chemohost" else f"{base / r['pps']:.1f}x"
         print(f"| {name} | {r['n']:,} | {r['pps']:,.1f} | {ratio} | {r['failed']} | {e} |")
     if a.json:

@@ -3,6 +3,7 @@ evaluation, robustness of the analytic Jacobian at exact zeros -- each checked a
 reference (dense LU, stepping onto every output time, closed-form solutions)."""
 
 import math
+from pathlib import Path
 
 import numba as nb
 import numpy as np
@@ -171,8 +172,8 @@ def test_a_collapsed_marrow_is_tracked_at_trial_tolerance():
     from chemohost.studies.trial import Trial
     from chemohost.studies.trial_runner import sample_trial_patients, setup_trial
 
-    f = "scenarios/trial_pancreatic_il1_blockade.yaml"
-    trial = Trial.from_dict(yaml.safe_load(open(f).read()), f)
+    f = Path(__file__).resolve().parents[1] / "scenarios" / "trial_pancreatic_il1_blockade.yaml"
+    trial = Trial.from_dict(yaml.safe_load(f.read_text()), str(f))
     st = setup_trial(trial, 1)
     _, P, _, _ = sample_trial_patients(trial, 30, 1)
     regs = trial.arms[trial.spec.control]
@@ -188,3 +189,14 @@ def test_a_collapsed_marrow_is_tracked_at_trial_tolerance():
         peak = np.abs(b).max(axis=1, keepdims=True)
         err = np.abs(a - b) / np.maximum(np.abs(b), 1e-6 * peak)
         assert err.max() < bound, (o, err.max())
+
+
+def test_starting_chemohost_imports_neither_sympy_nor_libsbml():
+    """sympy (0.3 s) is needed only to generate a model's code and libsbml (0.17 s) only to export SBML: a run
+    whose model is cached, and every CLI start, pays for neither."""
+    import subprocess
+    import sys
+
+    code = "import sys, chemohost.cli; print(sorted(m for m in ('sympy', 'libsbml') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

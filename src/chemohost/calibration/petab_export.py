@@ -46,15 +46,10 @@ import yaml
 
 from .. import __version__
 from ..engine.codegen import compile_model, declaration_key
-from ..engine.sbml import checked_text, to_sbml
+from ..engine.sbml import checked_text, load_libsbml, to_sbml
 from ..errors import ChemohostError, ExportError
 from ..protocol.dosing import dose_table
 from .problem import Problem, ProblemError, Row, load_problem
-
-try:
-    import libsbml
-except ImportError:  # pragma: no cover - declared dependency
-    libsbml = None
 
 FILES = ("problem.yaml", "model.xml", "conditions.tsv", "observables.tsv", "measurements.tsv", "parameters.tsv",
          "censored_measurements.tsv", "measurement_sources.tsv", "chemohost_petab.json")
@@ -66,8 +61,7 @@ def _f(x: float) -> str:
 
 def gated_sbml(problem: Problem) -> str:
     """SBML with every parameter at its typical value and condition-gated dose events."""
-    if libsbml is None:
-        raise ExportError("python-libsbml is not installed; pip install python-libsbml")
+    libsbml = load_libsbml()
     model, values = problem.model, problem.values
     doc = libsbml.readSBMLFromString(to_sbml(model, values))
     m = doc.getModel()

@@ -152,7 +152,6 @@ def _hoist(exprs: list[sp.Expr], params: set, registry: dict) -> list[sp.Expr]:
     """Replace parameter-only subexpressions by ``qd[k]`` symbols (computed once per patient)."""
     import sympy as sp
 
-
     def name(e):
         if e not in registry:
             registry[e] = sp.Symbol(f"qd[{len(registry)}]", real=True)

@@ -14,19 +14,22 @@ Time unit: day.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ExportError
 from ..model.core import Model
 from ..model.expr import parse
-from .codegen import fold_pairs
 from ..protocol.dosing import DoseTable
+from .codegen import fold_pairs
 
 # libsbml and sympy are imported on the first export, not at every start of chemohost (0.5 s together)
 libsbml = None
 
 
-def _load_libsbml():
+def load_libsbml():
+    """The libsbml module, imported on first use (ExportError if it is not installed)."""
     global libsbml
     if libsbml is None:
         try:
@@ -37,13 +40,9 @@ def _load_libsbml():
     return libsbml
 
 
-_PRINTER = None
-
-
+@functools.cache
 def _printer():
-    global _PRINTER
-    if _PRINTER is not None:
-        return _PRINTER
+    """The SBML infix printer (one instance; sympy imported on the first export)."""
     import sympy as sp
 
     class _L3Printer(sp.printing.str.StrPrinter):
@@ -76,8 +75,7 @@ def _printer():
         def _print_Exp1(self, expr):
             return "exponentiale"
 
-    _PRINTER = _L3Printer()
-    return _PRINTER
+    return _L3Printer()
 
 
 def _math(text, sym, where):
@@ -99,7 +97,7 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
     """SBML L3V2 text for ``model`` with parameter ``values`` (internal units) and ``doses``."""
     import sympy as sp
 
-    _load_libsbml()
+    load_libsbml()
     missing = sorted(set(model.parameters) - set(values))
     if missing:
         raise ExportError(f"no values for parameters {missing}")
@@ -177,7 +175,7 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
 def checked_text(doc) -> str:
     """``doc`` as SBML text, re-read and checked (unit consistency aside): an invalid document raises
     :class:`ExportError` with libSBML's first messages instead of being written."""
-    _load_libsbml()
+    load_libsbml()
     text = libsbml.writeSBMLToString(doc)
     check = libsbml.readSBMLFromString(text)
     check.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, False)

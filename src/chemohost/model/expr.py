@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import keyword
 import re
-
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
