@@ -161,16 +161,21 @@ def test_randomized_design_on_the_cluster_equals_in_process(tmp_path):
     pd.testing.assert_frame_equal(ref.patients, got.patients)
 
 
+def _study_file(tmp_path, name: str, **changes) -> Path:
+    d = yaml.safe_load((ROOT / "scenarios" / name).read_text())
+    d.update(changes)
+    d["base"] = str(ROOT / "scenarios" / Path(d["base"]).name)
+    f = tmp_path / name
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    return f
+
+
 def test_sensitivity_study_on_the_cluster_equals_in_process(tmp_path):
     """A Sobol study's chunks as cluster tasks give the same runs and indices as in this process."""
     from chemohost.studies.cluster import executor
     from chemohost.studies.sensitivity import SensitivityStudy
 
-    d = yaml.safe_load((ROOT / "scenarios" / "study_sensitivity_pancreatic_il1.yaml").read_text())
-    d.update(samples=8, chunk_size=16)
-    d["base"] = str(ROOT / "scenarios" / Path(d["base"]).name)
-    f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    f = _study_file(tmp_path, "study_sensitivity_pancreatic_il1.yaml", samples=8, chunk_size=16)
     ref = SensitivityStudy.load(f).run()
     with executor(workers=2) as ex:
         got = SensitivityStudy.load(f).run(executor=ex)
@@ -178,8 +183,33 @@ def test_sensitivity_study_on_the_cluster_equals_in_process(tmp_path):
     pd.testing.assert_frame_equal(ref.tables["indices"], got.tables["indices"])
 
 
-def test_optimize_refuses_cluster_options(tmp_path, capsys):
-    out = tmp_path / "o"
-    assert main(["optimize", str(ROOT / "scenarios" / "study_optimize_pancreatic_caspase1.yaml"), "--workers", "2",
-                 "--out", str(out)]) == 2
-    assert "runs in this process" in capsys.readouterr().err
+def test_optimize_on_the_cluster_equals_in_process(tmp_path, monkeypatch):
+    """Candidates are asked and told one at a time either way; on the cluster each candidate's patients run as tasks
+    in blocks (3 blocks of <= 4 here): the same candidates, metrics and comparisons as in this process."""
+    from chemohost.studies import optimize
+    from chemohost.studies.cluster import executor
+
+    f = _study_file(tmp_path, "study_optimize_pancreatic_caspase1.yaml", trials=3, patients=10)
+    monkeypatch.setattr(optimize, "CLUSTER_CHUNK", 4)
+    ref = optimize.OptimizeStudy.load(f).run()
+    with executor(workers=2) as ex:
+        got = optimize.OptimizeStudy.load(f).run(executor=ex)
+    assert len(ref.tables["candidates"]) == 3
+    for name in ("candidates", "comparison"):
+        pd.testing.assert_frame_equal(ref.tables[name], got.tables[name])
+
+
+def test_phase1_pools_on_the_cluster_equal_in_process(tmp_path, monkeypatch):
+    """The dose pools as cluster tasks (every dose at once, 3 blocks per dose here): the same pools, DLT rates and
+    design operating characteristics as in this process."""
+    from chemohost.studies import phase1
+    from chemohost.studies.cluster import executor
+
+    f = _study_file(tmp_path, "study_phase1_pancreatic_bermekimab.yaml", pool=20, trials=40)
+    monkeypatch.setattr(phase1, "CLUSTER_CHUNK", 8)
+    ref = phase1.Phase1Study.load(f).run()
+    with executor(workers=2) as ex:
+        got = phase1.Phase1Study.load(f).run(executor=ex)
+    assert ref.tables and set(ref.tables) == set(got.tables)
+    for name in ref.tables:
+        pd.testing.assert_frame_equal(ref.tables[name], got.tables[name])

@@ -330,14 +330,9 @@ def _study(args) -> int:
         from .calibration.fit import load_posterior
 
         post = load_posterior(args.posterior)
-    import inspect
-
     from .studies.cluster import executor
 
     cluster = args.workers is not None or args.scheduler is not None
-    if cluster and "executor" not in inspect.signature(study.run).parameters:
-        raise ChemohostError(f"--workers/--scheduler run trials and sensitivity studies; a {args.command} study runs "
-                             f"in this process")
     with open_output(args.out) as folder, executor(args.workers, args.scheduler) as ex:
         partial = folder.path / PARTIAL
         kw = {"executor": ex} if cluster else {}
@@ -480,7 +475,7 @@ def study_lines(res) -> list[str]:
                        f"(95% CI {_f(r['ci_low'], '+.3f')} to {_f(r['ci_high'], '+.3f')})")
         return out
     if res.study.kind == "phase1":
-        out = [f"true DLT rate per dose: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(s["doses"], s["true_dlt"]))
+        out = ["true DLT rate per dose: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(s["doses"], s["true_dlt"]))
                + f"; true MTD {s['true_mtd']}"]
         for r in s["operating_characteristics"]:
             sel = ", ".join(f"{d} {r[f'select_{i}']:.2f}" for i, d in enumerate(s["doses"]))
@@ -755,9 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "patient its own posterior draw")
         st_.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         st_.add_argument("--force", action="store_true", help="discard an interrupted run's checkpoints in --out")
-        st_.add_argument("--workers", type=int, help="sensitivity: run the chunks on a Dask LocalCluster of N worker "
-                                                     "processes")
-        st_.add_argument("--scheduler", metavar="ADDRESS", help="sensitivity: run the chunks on a running Dask cluster")
+        st_.add_argument("--workers", type=int, help="simulate on a Dask LocalCluster of N worker processes (sensitivity: "
+                                                     "the chunks; optimize: each candidate's patients in blocks; "
+                                                     "phase1: the dose pools)")
+        st_.add_argument("--scheduler", metavar="ADDRESS", help="the same on a running Dask cluster, e.g. "
+                                                                "tcp://10.0.0.5:8786")
         st_.set_defaults(func=_study)
     tw = sub.add_parser("twin", help="patient twin: posterior from the visits, forecasts under next actions, "
                                      "recommendation")

@@ -22,6 +22,7 @@ LocalCluster, 1 otherwise).
 
 from __future__ import annotations
 
+import itertools
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -80,6 +81,20 @@ class InProcess:
         for key, args in items:
             yield key, fn(*args)
 
+    def map_trial(self, trial, st, fn, items):
+        """``(key, fn(trial, st, *args))`` for each ``(key, args)`` of ``items``, in order."""
+        for key, args in items:
+            yield key, fn(trial, st, *args)
+
+
+def arm_chunk(trial, st, regs, P, ids, scan_days, e_os):
+    """``(SimulationResult, endpoint rows)`` of regimens ``regs`` (any, not only a trial arm) on a block of the
+    trial's virtual patients: an optimisation candidate's chunk, wherever it runs."""
+    from .trial_runner import simulate_arm_chunk
+
+    res, ep, _ = simulate_arm_chunk(st, P, regs, ids, scan_days, e_os)
+    return res, ep
+
 
 def simulate_remote(model_name: str, closed_form: bool, P, regs, times, outputs, opts):
     """One engine call wherever it runs (a study's chunk): the registered model by name, compiled or
@@ -112,6 +127,18 @@ _WORKER_STATE: dict = {}  # per worker process: (trial sha, seed) -> (trial, set
 
 def _remote_chunk(ref: tuple, seed: int, names: list[str], task: ChunkTask):
     """A chunk task on a Dask worker: rebuild (once per process) the trial and its compiled model."""
+    trial, st, twins = _worker_trial(ref, seed)
+    return run_chunk(trial, st, task, names, twins)
+
+
+def _remote_with_trial(ref: tuple, seed: int, fn, args: tuple):
+    """``fn(trial, setup, *args)`` on a Dask worker, the trial rebuilt (once per process) from its spec."""
+    trial, st, _ = _worker_trial(ref, seed)
+    return fn(trial, st, *args)
+
+
+def _worker_trial(ref: tuple, seed: int):
+    """This worker process's ``(trial, setup, twins)`` for a shipped trial spec and seed (one trial at a time)."""
     from distributed import get_worker
 
     from .trial_runner import setup_trial
@@ -132,8 +159,7 @@ def _remote_chunk(ref: tuple, seed: int, names: list[str], task: ChunkTask):
         threads = int(os.environ.get("CHEMOHOST_WORKER_THREADS", "1"))
         st = replace(st, opts=replace(st.opts, threads=max(1, threads)))
         _WORKER_STATE[k] = (trial, st, {})
-    trial, st, twins = _WORKER_STATE[k]
-    return run_chunk(trial, st, task, names, twins)
+    return _WORKER_STATE[k]
 
 
 class DaskExecutor:
@@ -142,23 +168,40 @@ class DaskExecutor:
     def __init__(self, client, description: str):
         self.client = client
         self.name = description
+        self._refs: dict = {}
+        self._n = itertools.count()
 
-    def run(self, trial, st, names, tasks):
+    def _trial_ref(self, trial):
+        """The trial's validated spec, scattered to every worker once per executor."""
         import hashlib
         import json
 
         data = trial.spec.model_dump(mode="json")
-        ref = (data, trial.source, trial.sha256, hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest())
-        [ref_f] = self.client.scatter([ref], broadcast=True)
+        spec_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        if spec_hash not in self._refs:
+            ref = (data, trial.source, trial.sha256, spec_hash)
+            [self._refs[spec_hash]] = self.client.scatter([ref], broadcast=True)
+        return self._refs[spec_hash]
+
+    def run(self, trial, st, names, tasks):
+        ref_f = self._trial_ref(trial)
         yield from self.map(_remote_chunk, [(t, (ref_f, st.seed, names, t)) for t in tasks])
+
+    def map_trial(self, trial, st, fn, items):
+        """``(key, fn(trial, st, *args))`` for each ``(key, args)`` of ``items``, as they finish on the cluster (the
+        workers rebuild ``trial`` and its setup for ``st.seed`` from the shipped spec)."""
+        ref_f = self._trial_ref(trial)
+        yield from self.map(_remote_with_trial, [(key, (ref_f, st.seed, fn, args)) for key, args in items])
 
     def map(self, fn, items):
         """``(key, fn(*args))`` for each ``(key, args)`` of ``items``, as the tasks finish on the cluster (a lost
         worker's tasks are rescheduled by Dask; up to 2 retries of a task that raised)."""
         from distributed import as_completed
 
-        futs = {self.client.submit(fn, *args, key=f"chemohost-{fn.__name__}-{os.getpid()}-{id(self)}-{i}", pure=False,
-                                   retries=2): key for i, (key, args) in enumerate(items)}
+        # task keys unique over every map call of this executor: a key reused by a later call could be cancelled
+        # along with the earlier call's finished future
+        futs = {self.client.submit(fn, *args, key=f"chemohost-{fn.__name__}-{os.getpid()}-{id(self)}-{next(self._n)}",
+                                   pure=False, retries=2): key for key, args in items}
         try:
             for f in as_completed(futs):
                 yield futs[f], f.result()

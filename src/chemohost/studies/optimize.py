@@ -37,11 +37,13 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from ..errors import ChemohostError, ScenarioError
+from ..errors import ScenarioError
 from ..scenario import RegimenSpec, _Strict, build_regimens, quantity_field
 from ..spec_types import Quantity, count
 from .study import BaseSetup, Study, StudyResult, StudySpec, expected_rmst, register
 
+#: virtual patients per cluster task when a candidate is simulated on a Dask cluster
+CLUSTER_CHUNK = 100
 METRICS = ("rmst_gain", "pfs_6m", "orr", "dcr", "grade4_neutropenia", "grade3plus_neutropenia", "dose_intensity")
 MAXIMISE = {"rmst_gain": True, "pfs_6m": True, "orr": True, "dcr": True, "grade4_neutropenia": False,
             "grade3plus_neutropenia": False, "dose_intensity": True}
@@ -224,12 +226,22 @@ class OptimizeStudy(Study):
         self._eos = os_exponentials(seed, n)
         self._sched = scan_schedule(trial.scan_model, trial.follow_up_days, seed, np.arange(n))
 
-    def per_patient(self, regs) -> pd.DataFrame:
-        """(N,) per-patient metric inputs of one regimen list on the study's patients."""
-        from .trial_runner import simulate_arm_chunk
+    def per_patient(self, regs, executor=None) -> pd.DataFrame:
+        """(N,) per-patient metric inputs of one regimen list on the study's patients: in this process, or on
+        a cluster in blocks of ``CLUSTER_CHUNK`` patients (the same rows: each patient's simulation and random
+        streams depend on the patient alone)."""
+        from .cluster import arm_chunk
 
-        n = self.spec.patients
-        res, ep, _ = simulate_arm_chunk(self._st, self._P, regs, np.arange(n), self._sched, self._eos)
+        n, trial = self.spec.patients, self.base.trial
+        if executor is None:
+            return self._frame(*arm_chunk(trial, self._st, regs, self._P, np.arange(n), self._sched, self._eos))
+        items = [(s, (regs, self._P[s:s + CLUSTER_CHUNK], np.arange(s, min(n, s + CLUSTER_CHUNK)),
+                      self._sched[s:s + CLUSTER_CHUNK], self._eos[s:s + CLUSTER_CHUNK]))
+                 for s in range(0, n, CLUSTER_CHUNK)]
+        parts = {s: self._frame(res, ep) for s, (res, ep) in executor.map_trial(trial, self._st, arm_chunk, items)}
+        return pd.concat([parts[s] for s in sorted(parts)], ignore_index=True)
+
+    def _frame(self, res, ep) -> pd.DataFrame:
         ok = ep["status"].to_numpy() == 0
         return pd.DataFrame({
             "ok": ok, "rmst": np.where(ok, expected_rmst(res, self.base, self.tau), np.nan),
@@ -248,7 +260,10 @@ class OptimizeStudy(Study):
                 "grade3plus_neutropenia": float(np.nanmean(pp["g3"])),
                 "dose_intensity": float(np.nanmean(pp["di"])), "n_failed": int((~pp["ok"]).sum())}
 
-    def run(self, *, progress: bool = False, checkpoint=None, posterior=None) -> StudyResult:
+    def run(self, *, progress: bool = False, checkpoint=None, posterior=None, executor=None) -> StudyResult:
+        """``executor``: where each candidate's patients are simulated (:mod:`chemohost.studies.cluster`; default
+        here).  Candidates are asked and told one at a time either way, so a cluster run follows the same
+        optimisation path and gives the same results as an in-process run for the same seed."""
         import optuna
 
         from .checkpoint import Checkpoint
@@ -261,13 +276,14 @@ class OptimizeStudy(Study):
             fp["posterior"] = [str(posterior.folder), posterior.manifest.get("problem_sha256")]
         ck = checkpoint(fp) if checkpoint else Checkpoint(None, {})
         done = ck.load("control")
-        self._control = done[0] if done else ck.save("control", self.per_patient(self.base.trial.arms[s.control]))
+        self._control = done[0] if done else ck.save("control", self.per_patient(self.base.trial.arms[s.control],
+                                                                                  executor))
         self._control_metrics = self.metrics(self._control)
         shipped = {}
         for a in self.compare:
             key = "shipped-" + hashlib.sha256(a.encode()).hexdigest()[:16]
             d = ck.load(key)
-            shipped[a] = d[0] if d else ck.save(key, self.per_patient(self.base.trial.arms[a]))
+            shipped[a] = d[0] if d else ck.save(key, self.per_patient(self.base.trial.arms[a], executor))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         cons = [c for c in s.constraints]
 
@@ -308,7 +324,7 @@ class OptimizeStudy(Study):
             elif key in cache:
                 pp = cache[key]
             else:
-                pp = self.per_patient(self.candidate_regimens(c))
+                pp = self.per_patient(self.candidate_regimens(c), executor)
                 pp = ck.save(f"cand-{k}", pp.assign(key=key))
             cache[key] = pp
             pps[k] = pp

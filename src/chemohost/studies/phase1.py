@@ -47,6 +47,9 @@ from ..scenario import RegimenSpec, _Strict, build_regimens, quantity_field
 from ..spec_types import Quantity, count
 from .study import BaseSetup, Study, StudyResult, StudySpec, register
 
+#: virtual patients per cluster task when the dose pools are simulated on a Dask cluster
+CLUSTER_CHUNK = 250
+
 
 def boin_boundaries(target: float, phi1: float | None = None, phi2: float | None = None) -> tuple[float, float]:
     """(lambda_e, lambda_d) of BOIN (Liu & Yuan 2015) for target DLT rate ``target``."""
@@ -260,15 +263,15 @@ class Phase1Study(Study):
         return list(self.base.trial.arms[self.spec.arm]) + build_regimens([spec], self.base.trial.model.drugs,
                                                                           self.source, "blocker")
 
-    def pools(self, progress: bool, ck, posterior=None) -> tuple[list[np.ndarray], pd.DataFrame]:
+    def pools(self, progress: bool, ck, posterior=None, executor=None) -> tuple[list[np.ndarray], pd.DataFrame]:
         """Per dose: (pool,) DLT indicator of each virtual patient (neutropenia; blocker AEs drawn
-        per patient with the stated probability, seeded)."""
-        from ..engine.codegen import compile_model
-        from ..engine.simulate import SolverOptions, simulate
+        per patient with the stated probability, seeded).  ``executor``: where the pools are simulated (a
+        cluster gets every dose's pool at once, in blocks of ``CLUSTER_CHUNK`` patients; default: here)."""
+        from ..engine.simulate import SolverOptions
+        from .cluster import InProcess, simulate_remote
         from .trial_runner import sample_trial_patients
 
         s, trial = self.spec, self.base.trial
-        cm = compile_model(trial.model, trial.spec.solver.closed_form)
         sv = trial.spec.solver
         opts = SolverOptions(rtol=sv.rtol, atol=sv.atol, max_steps=sv.max_steps, closed_form=sv.closed_form,
                              device=sv.device)
@@ -280,16 +283,23 @@ class Phase1Study(Study):
         grid = np.arange(0.0, self.window + 1e-9, 0.25)
         rng = np.random.default_rng([s.seed, 17])
         ae_u = rng.random(s.pool)
+        chunk = s.pool if executor is None else CLUSTER_CHUNK
+        frames = {i: got[0] for i in range(len(s.doses)) if (got := ck.load(f"dose{i}")) is not None}
+        items = [((i, c), (trial.model.name, sv.closed_form, P[c:c + chunk], self.regimens(dose), grid, ["ANC"], opts))
+                 for i, dose in enumerate(s.doses) if i not in frames for c in range(0, s.pool, chunk)]
+        got: dict = {}
+        for (i, c), res in (executor or InProcess()).map(simulate_remote, items):
+            got.setdefault(i, {})[c] = res
+            if len(got[i]) == len(range(0, s.pool, chunk)):  # this dose's whole pool is in: one checkpoint
+                parts = [got[i][c] for c in sorted(got[i])]
+                below = np.concatenate([r.output("ANC") for r in parts]) < 0.5
+                status = np.concatenate([r.status for r in parts])
+                frames[i] = ck.save(f"dose{i}", pd.DataFrame({"ok": status == 0,
+                                                              "g4_days": _longest_run(below) * 0.25}))
+                del got[i]
         pools, rows = [], []
         for i, dose in enumerate(s.doses):
-            got = ck.load(f"dose{i}")
-            if got is None:
-                res = simulate(cm, P, self.regimens(dose), grid, ["ANC"], options=opts)
-                below = res.output("ANC") < 0.5
-                longest = _longest_run(below) * 0.25
-                frame = ck.save(f"dose{i}", pd.DataFrame({"ok": res.status == 0, "g4_days": longest}))
-            else:
-                frame = got[0]
+            frame = frames[i]
             neut = (frame["g4_days"].to_numpy(float) > s.dlt.neutropenia_days) & frame["ok"].to_numpy(bool)
             p_ae = s.dlt.blocker_dlt_rate[i] if s.dlt.blocker_dlt_rate else 0.0
             dlt = neut | (ae_u < p_ae)
@@ -302,7 +312,9 @@ class Phase1Study(Study):
                       file=sys.stderr, flush=True)
         return pools, pd.DataFrame(rows)
 
-    def run(self, *, progress: bool = False, checkpoint=None, posterior=None) -> StudyResult:
+    def run(self, *, progress: bool = False, checkpoint=None, posterior=None, executor=None) -> StudyResult:
+        """``executor``: where the model mode's dose pools are simulated (:mod:`chemohost.studies.cluster`;
+        default here); the trial designs are then simulated here (cheap: counts drawn from the pools)."""
         from .checkpoint import Checkpoint
 
         s = self.spec
@@ -321,7 +333,7 @@ class Phase1Study(Study):
             def draw(d, k, rng):
                 return int((rng.random(k) < true[d]).sum())
         else:
-            pools, doses = self.pools(progress, ck, posterior)
+            pools, doses = self.pools(progress, ck, posterior, executor)
             true = doses["true_dlt"].to_numpy(float)
 
             def draw(d, k, rng):
