@@ -1,0 +1,149 @@
+"""What a user waits for on small runs: the first compile of a model, and a 300-patient trial end to end.
+
+1. First compile with an empty cache (a fresh ``CHEMOHOST_CACHE_DIR``, in a fresh process each): the sympy
+   code generation and numba's compile of the generated module, for ``host_response`` (the full model) and,
+   as the peer, ``chemo_core`` (the chemotherapy core, 5x fewer flows), then the load from the cache that every
+   later run pays.
+2. ``chemohost trial scenarios/trial_pancreatic_il1_blockade.yaml`` (300 patients x 3 arms, report included),
+   warm cache, as a user runs it (a fresh process, wall clock, best of ``--repeats``), split with the run's own
+   manifest timings and the cost of importing the CLI; the peer is the engine alone in this process on the same
+   900 patient-arms (same patients, regimens and dose rules; no endpoints, second pass, statistics or report).
+
+Issue 13's targets: first compile <= 15 s, the 300-patient trial <= 4 s warm.
+
+    python benchmarks/small_runs.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAL = ROOT / "scenarios" / "trial_pancreatic_il1_blockade.yaml"
+
+_COMPILE = """
+import time, json, numpy as np
+t0 = time.perf_counter()
+import chemohost as ch
+from chemohost.api import parameter_vector
+from chemohost.engine import codegen
+t1 = time.perf_counter()
+m = ch.get_model({model!r})
+if {cold}:  # (a cached run reads the generator's results from the cache index instead)
+    codegen._generated[codegen.declaration_key(m, True)] = codegen.generate_source(m, True)
+t2 = time.perf_counter()
+cm = codegen.compile_model(m, True)
+names, p, _ = parameter_vector(m, "human", {{}})
+regs = [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 21, 1)]
+ch.simulate(cm, p[None], regs, np.arange(0, 7.0), cm.output_names[:1])
+t3 = time.perf_counter()
+print(json.dumps({{"import": t1 - t0, "generate": t2 - t1, "numba": t3 - t2}}))
+"""
+
+
+def first_compile(model: str) -> dict:
+    """Seconds of a first compile of ``model`` in a fresh process with an empty cache, then of a cached load."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "CHEMOHOST_CACHE_DIR": cache}
+        out = []
+        for cold in (True, False):  # empty cache, then warm
+            r = subprocess.run([sys.executable, "-c", _COMPILE.format(model=model, cold=cold)], env=env,
+                               capture_output=True, text=True, check=True)
+            out.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    cold, warm = out
+    return {"generate": cold["generate"], "numba": cold["numba"], "total": cold["generate"] + cold["numba"],
+            "cached": warm["generate"] + warm["numba"]}
+
+
+def cli_trial(repeats: int) -> dict:
+    """Best wall clock of ``chemohost trial`` on the shipped 300-patient file (fresh process, warm cache), its
+    manifest timings, and the wall clock of importing the CLI."""
+    best = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeats):
+            out = Path(tmp) / f"run{k}"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "chemohost.cli", "trial", str(TRIAL), "--out", str(out)],
+                           check=True, capture_output=True)
+            wall = time.perf_counter() - t0
+            timings = json.loads((out / "manifest.json").read_text())["timings_s"]
+            if best is None or wall < best["wall"]:
+                best = {"wall": wall, **timings}
+    imp = min(_wall([sys.executable, "-c", "import chemohost.cli"]) for _ in range(repeats))
+    python = min(_wall([sys.executable, "-c", "pass"]) for _ in range(repeats))
+    best["import_cli"] = imp - python
+    best["python"] = python
+    best["rest"] = best["wall"] - python - best["import_cli"] - sum(best[k] for k in ("compile_or_load",
+                                                                                      "simulate_and_endpoints",
+                                                                                      "statistics"))
+    return best
+
+
+def _wall(cmd) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def engine_alone(repeats: int) -> tuple[float, int]:
+    """Best seconds of the engine on the trial's 300 patients x 3 arms in this process (warm), and patient-arms."""
+    import numpy as np
+    import yaml
+
+    import chemohost as ch
+    from chemohost.studies.trial import Trial
+    from chemohost.studies.trial_runner import sample_trial_patients, setup_trial
+
+    trial = Trial.from_dict(yaml.safe_load(TRIAL.read_text()), str(TRIAL))
+    st = setup_trial(trial, trial.spec.seed)
+    names, P, _, _ = sample_trial_patients(trial, trial.spec.patients, trial.spec.seed)
+    times = np.arange(0.0, trial.follow_up_days + 1.0)
+    ch.simulate(st.cm, P[:2], trial.arms[trial.spec.control], times, ["ANC"], options=st.opts)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for regs in trial.arms.values():
+            ch.simulate(st.cm, P, regs, times, ["ANC", "NLR", "tumour_total"], options=st.opts)
+        best = min(best, time.perf_counter() - t0)
+    return best, P.shape[0] * len(trial.arms)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the warm runs (best is printed)")
+    a = ap.parse_args()
+    import numba
+
+    import chemohost as ch
+
+    print(f"chemohost {ch.__version__}, numba {numba.__version__}; {os.cpu_count()} CPUs; {sys.platform}")
+    print("\nFirst compile, empty cache, fresh process (s):")
+    print("| model | sympy code generation | numba compile + first call | total | later runs (cached load) |")
+    print("|---|---|---|---|---|")
+    comp = {m: first_compile(m) for m in ("host_response", "chemo_core")}
+    for m, c in comp.items():
+        print(f"| {m} | {c['generate']:.1f} | {c['numba']:.1f} | {c['total']:.1f} | {c['cached']:.2f} |")
+    print(f"host_response / chemo_core: {comp['host_response']['total'] / comp['chemo_core']['total']:.1f}x; "
+          f"target <= 15 s: {'met' if comp['host_response']['total'] <= 15 else 'not met'}")
+    run = cli_trial(a.repeats)
+    eng, n = engine_alone(a.repeats)
+    print(f"\n`chemohost trial {TRIAL.relative_to(ROOT)}` (300 patients x 3 arms, warm cache), best of {a.repeats} (s):")
+    print("| wall | python start | import chemohost.cli | model load | simulate + endpoints | statistics | "
+          "setup, report and writing |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {run['wall']:.2f} | {run['python']:.2f} | {run['import_cli']:.2f} | {run['compile_or_load']:.2f} | "
+          f"{run['simulate_and_endpoints']:.2f} | {run['statistics']:.2f} | {run['rest']:.2f} |")
+    print(f"peer, the engine alone on the same {n} patient-arms in this process: {eng:.2f} s "
+          f"({n / eng:.0f} patient-arms/s); the whole run takes {run['wall'] / eng:.1f}x that; "
+          f"target <= 4 s: {'met' if run['wall'] <= 4 else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()
