@@ -12,15 +12,16 @@ the parameters are set, so it is the patient's dose) and the patient's baseline 
 ``simulate``, at libRoadRunner's default tolerances (rtol 1e-6, atol 1e-12).  Both of libRoadRunner's CVODE
 modes are timed: the default stiff BDF, and non-stiff Adams; and COPASI's deterministic (LSODA) time
 course at its default tolerances (rtol 1e-6, atol 1e-12), the model's parameters and baseline set as
-initial values per patient.  Each peer runs in one process and in a pool of 2 processes (one per core).
-chemohost runs at the trial's tolerances (rtol 1e-4, atol 1e-8) on all cores.
+initial values per patient.  Then libRoadRunner BDF and COPASI again with the one setting README recommends
+for the export, an absolute tolerance of 1e-30 (``PEER_ATOL``).  Each peer runs in one process and in a pool of
+2 processes (one per core).  chemohost runs at the trial's tolerances (rtol 1e-4, atol 1e-8) on all cores.
 
 Prints patients/s of each, failed patients of each, and the agreement on the clinical outputs (ANC, NLR,
-tumour size) of chemohost and of each peer mode with a tight chemohost reference (rtol 1e-10), on the
-patients every run completed.
+tumour size) of chemohost and of each peer mode with a tight chemohost reference (rtol 1e-10) on the patients
+it completed, apart for the patients whose marrow the model drives below 1e-12 of baseline (``MARROW_FLOOR``).
 
-    python benchmarks/throughput.py              # N = 200 (peer) and 2,000 (chemohost)  (~5 min on 2 cores)
-    python benchmarks/throughput.py --peer-n 50  # shorter
+    python benchmarks/throughput.py              # N = 200 (peer) and 2,000 (chemohost)  (~19 min on 2 cores)
+    python benchmarks/throughput.py --peer-n 50 --peers rr-bdf,copasi  # shorter
 """
 
 from __future__ import annotations
@@ -51,17 +52,23 @@ CLINICAL = ["ANC", "NLR", "tumour_total"]
 #: absolute tolerance (1e-12) no longer resolves them: a patient whose marrow the model drives below it (the
 #: benchmark applies no dose rule) is scored apart
 MARROW, MARROW_FLOOR = ["hspc", "gmp", "mdp", "clp"], 1e-12
+#: the absolute tolerance README recommends for running the export in a peer (the marrow of some patients falls
+#: to 1e-40 of baseline and regrows); timed as peers of its own beside the defaults
+PEER_ATOL = 1e-30
+PEERS = ("rr-bdf", "rr-adams", "copasi", "rr-bdf-atol", "copasi-atol")
 
 _rr = None
 
 
-def _rr_worker_init(sbml, species, names, stiff):
+def _rr_worker_init(sbml, species, names, stiff, atol=None):
     global _rr
     import roadrunner
 
     roadrunner.Logger.setLevel(roadrunner.Logger.LOG_FATAL)
     rr = roadrunner.RoadRunner(sbml)
-    rr.integrator.stiff = bool(stiff)  # tolerances: libRoadRunner's defaults
+    rr.integrator.stiff = bool(stiff)  # tolerances: libRoadRunner's defaults unless atol is given
+    if atol is not None:
+        rr.integrator.absolute_tolerance = atol
     rr.integrator.maximum_num_steps = 200000
     rr.timeCourseSelections = ["time"] + CLINICAL
     _rr = (_rr_simulate, rr, species, names)
@@ -79,7 +86,7 @@ def _rr_simulate(rr, species, names, p, y0):
         return np.full((TIMES.size, len(CLINICAL)), np.nan)
 
 
-def _copasi_worker_init(sbml, species, names, _stiff=None):
+def _copasi_worker_init(sbml, species, names, _stiff=None, atol=None):
     """COPASI's deterministic time course (LSODA, default tolerances) on the same SBML."""
     global _rr
     import COPASI
@@ -92,6 +99,8 @@ def _copasi_worker_init(sbml, species, names, _stiff=None):
     metabs = {m.getMetabolite(k).getSBMLId(): m.getMetabolite(k) for k in range(m.getNumMetabs())}
     task = dm.getTask("Time-Course")
     task.setMethodType(COPASI.CTaskEnum.Method_deterministic)
+    if atol is not None:
+        task.getMethod().getParameter("Absolute Tolerance").setValue(atol)
     prob = task.getProblem()
     prob.setOutputStartTime(0.0)
     prob.setDuration(float(DAYS[-1]))
@@ -126,11 +135,11 @@ def _rr_run(args):
     return fn(ctx, species, names, p, y0)
 
 
-def peer(sbml, species, names, P, Y0, stiff, processes, init_fn=None):
+def peer(sbml, species, names, P, Y0, stiff, processes, init_fn=None, atol=None):
     """(results, seconds) of the peer's loop, excluding its one-off SBML load and JIT."""
     init_fn = init_fn or _rr_worker_init
     args = list(zip(P, Y0))
-    init = (sbml, species, names, stiff)
+    init = (sbml, species, names, stiff, atol)
     if processes == 1:
         init_fn(*init)
         t0 = time.perf_counter()
@@ -191,13 +200,13 @@ def main():
     ap.add_argument("--peer-n", type=int, default=200, help="patients for the libRoadRunner loops")
     ap.add_argument("--n", type=int, default=2000, help="patients for chemohost's throughput")
     ap.add_argument("--json", help="also write the figures to this JSON file")
-    ap.add_argument("--peers", default="rr-bdf,rr-adams,copasi",
-                    help="comma-separated peers to time: rr-bdf, rr-adams, copasi (default: all)")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"comma-separated peers to time: {', '.join(PEERS)} (default: all)")
     a = ap.parse_args()
     a.peers = {x.strip() for x in a.peers.split(",") if x.strip()}
-    unknown = a.peers - {"rr-bdf", "rr-adams", "copasi"}
+    unknown = a.peers - set(PEERS)
     if unknown:
-        ap.error(f"--peers: unknown {sorted(unknown)}; allowed: rr-bdf, rr-adams, copasi")
+        ap.error(f"--peers: unknown {sorted(unknown)}; allowed: {', '.join(PEERS)}")
     import numba
     import roadrunner
 
@@ -232,16 +241,20 @@ def main():
     print(f"{(~kept).sum()} of the {k} peer patients have a marrow progenitor compartment below {MARROW_FLOOR:g} of "
           f"baseline at some time (deepest {depth.min():.1e}; no dose rule is applied)")
     rows = {"chemohost": {**scored(ours.values[:k], ref, kept, a.n, t_ch), "failed": int((ours.status != 0).sum())}}
-    peers = [("rr-bdf", "libRoadRunner CVODE BDF (default)", True, _rr_worker_init, ref),
-             ("rr-adams", "libRoadRunner CVODE Adams", False, _rr_worker_init, ref)]
-    if "copasi" in a.peers:  # COPASI reports on its own uniform grid: the reference at those times
+    peers = [("rr-bdf", "libRoadRunner CVODE BDF (default)", True, _rr_worker_init, ref, None),
+             ("rr-adams", "libRoadRunner CVODE Adams", False, _rr_worker_init, ref, None),
+             ("rr-bdf-atol", f"libRoadRunner CVODE BDF, absolute_tolerance {PEER_ATOL:g}", True, _rr_worker_init, ref,
+              PEER_ATOL)]
+    if {"copasi", "copasi-atol"} & a.peers:  # COPASI reports on its own uniform grid: the reference at those times
         ref_days = ch.simulate(cm, P[:k], regs, DAYS, CLINICAL, options=tight).values
-        peers.append(("copasi", "COPASI LSODA", None, _copasi_worker_init, ref_days))
-    for key, label, stiff, init_fn, reference in peers:
+        peers += [("copasi", "COPASI LSODA", None, _copasi_worker_init, ref_days, None),
+                  ("copasi-atol", f"COPASI LSODA, absolute tolerance {PEER_ATOL:g}", None, _copasi_worker_init,
+                   ref_days, PEER_ATOL)]
+    for key, label, stiff, init_fn, reference, atol in peers:
         if key not in a.peers:
             continue
         for procs in (1, 2):
-            res, secs = peer(sbml, species, names, P[:k], Y0, stiff, procs, init_fn)
+            res, secs = peer(sbml, species, names, P[:k], Y0, stiff, procs, init_fn, atol)
             rows[f"{label}, {procs} process{'es' if procs > 1 else ''}"] = scored(res, reference, kept, k, secs)
     print()
     print(f"| run | patients | patients/s | chemohost / this | failed patients: all / marrow kept >= {MARROW_FLOOR:g} | "

@@ -251,7 +251,8 @@ def _export(args) -> int:
     check_out_path(args.out, kind="file")  # before building the SBML
     out = write_file_atomically(args.out, to_sbml(model, values, doses))
     print(f"wrote {out} (SBML L3V2, model {model.name}, {len(model.species)} species, "
-          f"{len(model.flows)} reactions{', doses as events' if doses else ''})")
+          f"{len(model.flows)} reactions{', doses as events' if doses else ''}); simulate it with an absolute "
+          f"tolerance of 1e-30 (the file's notes say why)")
     return 0
 
 

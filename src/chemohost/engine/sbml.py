@@ -105,6 +105,7 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
     m = doc.createModel()
     m.setId(model.name)
     m.setName(model.description)
+    _check(m.setNotes(SOLVER_NOTE), "writing the model's notes")
 
     c = m.createCompartment()
     c.setId("body")
@@ -297,6 +298,15 @@ def _add_doses(m, model: Model, doses: DoseTable, factors):
         else:
             _event(m, f"dose{d}", t0, [(route.target, f"{route.target} + {amount}")])
 
+
+#: the model's SBML notes: how to simulate it (SBML has no place for solver settings)
+SOLVER_NOTE = (
+    '<body xmlns="http://www.w3.org/1999/xhtml"><p>Exported by chemohost. Time in days; species are amounts '
+    "in a unit compartment. Simulate with an absolute tolerance of 1e-30 (libRoadRunner: "
+    "integrator.absolute_tolerance = 1e-30; COPASI: the time course method's Absolute Tolerance): under "
+    "intensive dosing, states with a positive baseline (e.g. marrow progenitors) can fall many orders of "
+    "magnitude below the usual 1e-12 and regrow; a tolerance above them lets them cross zero. chemohost "
+    "controls the error of such states relative to their value.</p></body>")
 
 #: doses due at t = 0 trigger at this time instead (days): an SBML event whose trigger holds at t = 0 fires
 #: when a simulator initialises the model (libRoadRunner's resetAll()), i.e. before a user sets the patient's
