@@ -417,7 +417,7 @@ def _power_figures(arms, control, rnd):
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 * len(show) + 2.2), squeeze=False)
         for ax, key, xlabel, ref in ((axes[0][0], "hr_quantiles", "Hazard ratio for OS vs control", 1.0),
                                      (axes[0][1], "median_diff_quantiles", "Median OS difference vs control (months)", 0.0)):
-            stats, labs = [], []
+            stats = []
             for arm in show:
                 q = rarms[arm].get(key) or {}
                 vals = [_num(q.get(k)) for k in ("p2.5", "p25", "p50", "p75", "p97.5")]
