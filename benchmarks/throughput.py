@@ -91,6 +91,8 @@ def _copasi_worker_init(sbml, species, names, _stiff=None, atol=None):
     global _rr
     import COPASI
 
+    if _rr is not None and _rr[0] is _copasi_simulate:  # this process's previous COPASI model
+        COPASI.CRootContainer.removeDatamodel(_rr[1][1])
     dm = COPASI.CRootContainer.addDatamodel()
     if not dm.importSBMLFromString(sbml):
         raise SystemExit("COPASI could not import the exported SBML")

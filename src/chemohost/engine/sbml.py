@@ -113,7 +113,7 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
     c.setSize(1.0)
     c.setSpatialDimensions(3)
     sym = {n: sp.Symbol(n, real=True) for n in [*model.species, *model.parameters, *model.outputs]}
-    held = held_at_zero(model, values, doses) if doses is not None and doses.n else set()
+    held = held_at_zero(model, doses) if doses is not None and doses.n else set()
     for s in model.species.values():
         sp_ = m.createSpecies()
         sp_.setId(s.name)
@@ -178,12 +178,14 @@ def to_sbml(model: Model, values: dict[str, float], doses: DoseTable | None = No
     return checked_text(doc)
 
 
-def held_at_zero(model: Model, values: dict[str, float], doses: DoseTable) -> set[str]:
-    """Species that stay exactly zero under ``doses`` with parameter ``values``: they start at 0, no dose
-    lands in them, and every flow into or out of them is identically 0 while they all are 0 (the largest
-    such set, found by removing species until it closes; a flow counts as zero only if sympy reduces it
-    to 0 with the parameter values in, so a doubt keeps the species an ODE state).  Zero is then an
-    invariant of the ODE, so holding them constant at 0 is exact.
+def held_at_zero(model: Model, doses: DoseTable) -> set[str]:
+    """Species that stay exactly zero under ``doses`` whatever the parameter values: they start at 0, no dose
+    lands in them, and every flow into or out of them is identically 0 while they all are 0 (the largest such
+    set, found by removing species until it closes).  A flow counts as zero only if sympy proves it zero with
+    the parameters left free -- the exported parameters stay settable (a peer sets each patient's), so a hold
+    that relied on a parameter's exported value (0 now, 5 later) would silently be wrong; a doubt keeps the
+    species an ODE state.  Zero is then an invariant of the ODE for any parameters, so holding them constant
+    at 0 is exact.
 
     Why: libRoadRunner (2.10; sys-bio/roadrunner#1349) re-derives CVODE's absolute tolerance of each
     state from the state's *current* value whenever it restarts the integrator, which it does after
@@ -194,45 +196,28 @@ def held_at_zero(model: Model, values: dict[str, float], doses: DoseTable) -> se
     import sympy as sp
 
     sym = {n: sp.Symbol(n, real=True) for n in [*model.species, *model.parameters, *model.outputs]}
-    pvals = {sym[n]: sp.Float(float(values[n])) for n in model.parameters}
     outputs = {sym[o.name]: parse(o.expr, sym, f"output {o.name}") for o in model.outputs.values()}
-    for _ in range(len(outputs) + 1):  # outputs may read outputs: expand until none is left
-        changed = False
-        for o, e in outputs.items():
-            if e.free_symbols & outputs.keys():
-                outputs[o] = e.xreplace(outputs)
-                changed = True
-        if not changed:
-            break
 
     def expand(text, where):
         e = parse(text, sym, where)
-        for _ in range(len(outputs) + 1):
+        for _ in range(len(outputs) + 1):  # outputs may read outputs: expand until none is left
             if not e.free_symbols & outputs.keys():
                 break
             e = e.xreplace(outputs)
-        return e.xreplace(pvals)
+        return e
 
     dosed = set()
     for d in range(doses.n):
         drug = model.drugs.get(doses.drug[d])
         if drug is not None and doses.route[d] in drug.routes:
             dosed.add(drug.routes[doses.route[d]].target)
-    held = set()
-    for s in model.species.values():
-        if s.name in dosed:
-            continue
-        try:
-            start = float(expand(s.initial, f"initial value of {s.name}"))
-        except TypeError:  # reads another species: not a constant 0
-            continue
-        if start == 0.0:
-            held.add(s.name)
+    held = {s.name for s in model.species.values()
+            if s.name not in dosed and expand(s.initial, f"initial value of {s.name}").is_zero is True}
     rates = {f.name: expand(f.rate, f"flow {f.name}") for f in model.flows.values()}
     while True:
         zero = {sym[n]: sp.Integer(0) for n in held}
         leaving = {n for f in model.flows.values() for n in (f.source, f.target)
-                   if n in held and rates[f.name].xreplace(zero) != 0}
+                   if n in held and rates[f.name].xreplace(zero).is_zero is not True}
         if not leaving:
             return held
         held -= leaving

@@ -178,7 +178,7 @@ class DaskExecutor:
 
         data = trial.spec.model_dump(mode="json")
         spec_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        if spec_hash not in self._refs:
+        if spec_hash not in self._refs or self._refs[spec_hash].status != "finished":  # (lost with its workers)
             ref = (data, trial.source, trial.sha256, spec_hash)
             [self._refs[spec_hash]] = self.client.scatter([ref], broadcast=True)
         return self._refs[spec_hash]
