@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 
 import chemohost as ch
+from chemohost.engine.simulate import initial_states
 from chemohost.studies.trial import Trial
 from chemohost.studies.trial_runner import sample_trial_patients, setup_trial
 
@@ -57,11 +58,11 @@ MARROW, MARROW_FLOOR = ["hspc", "gmp", "mdp", "clp"], 1e-12
 PEER_ATOL = 1e-30
 PEERS = ("rr-bdf", "rr-adams", "copasi", "rr-bdf-atol", "copasi-atol")
 
-_rr = None
+_peer = None  # this process's peer: (simulate function, its context, species, parameter names)
 
 
 def _rr_worker_init(sbml, species, names, stiff, atol=None):
-    global _rr
+    global _peer
     import roadrunner
 
     roadrunner.Logger.setLevel(roadrunner.Logger.LOG_FATAL)
@@ -71,7 +72,7 @@ def _rr_worker_init(sbml, species, names, stiff, atol=None):
         rr.integrator.absolute_tolerance = atol
     rr.integrator.maximum_num_steps = 200000
     rr.timeCourseSelections = ["time"] + CLINICAL
-    _rr = (_rr_simulate, rr, species, names)
+    _peer = (_rr_simulate, rr, species, names)
 
 
 def _rr_simulate(rr, species, names, p, y0):
@@ -88,11 +89,11 @@ def _rr_simulate(rr, species, names, p, y0):
 
 def _copasi_worker_init(sbml, species, names, _stiff=None, atol=None):
     """COPASI's deterministic time course (LSODA, default tolerances) on the same SBML."""
-    global _rr
+    global _peer
     import COPASI
 
-    if _rr is not None and _rr[0] is _copasi_simulate:  # this process's previous COPASI model
-        COPASI.CRootContainer.removeDatamodel(_rr[1][1])
+    if _peer is not None and _peer[0] is _copasi_simulate:  # this process's previous COPASI model
+        COPASI.CRootContainer.removeDatamodel(_peer[1][1])
     dm = COPASI.CRootContainer.addDatamodel()
     if not dm.importSBMLFromString(sbml):
         raise SystemExit("COPASI could not import the exported SBML")
@@ -108,7 +109,7 @@ def _copasi_worker_init(sbml, species, names, _stiff=None, atol=None):
     prob.setDuration(float(DAYS[-1]))
     prob.setStepNumber(DAYS.size - 1)  # COPASI reports on a uniform grid: at DAYS, not TIMES
     prob.setTimeSeriesRequested(True)
-    _rr = (_copasi_simulate, (COPASI, dm, m, task, values, metabs), species, names)
+    _peer = (_copasi_simulate, (COPASI, dm, m, task, values, metabs), species, names)
 
 
 def _copasi_simulate(ctx, species, names, p, y0):
@@ -119,8 +120,6 @@ def _copasi_simulate(ctx, species, names, p, y0):
     for s, v in zip(species, y0):
         if s in metabs and not metabs[s].isFixed():
             metabs[s].setInitialConcentration(float(v))
-        elif s in values:
-            values[s].setInitialValue(float(v))
     m.applyInitialValues()
     if not task.process(True):
         return np.full((DAYS.size, len(CLINICAL)), np.nan)
@@ -131,9 +130,9 @@ def _copasi_simulate(ctx, species, names, p, y0):
     return np.array([[ts.getConcentrationData(i, cols[o]) for o in CLINICAL] for i in range(DAYS.size)])
 
 
-def _rr_run(args):
+def _peer_run(args):
     p, y0 = args
-    fn, ctx, species, names = _rr
+    fn, ctx, species, names = _peer
     return fn(ctx, species, names, p, y0)
 
 
@@ -145,24 +144,13 @@ def peer(sbml, species, names, P, Y0, stiff, processes, init_fn=None, atol=None)
     if processes == 1:
         init_fn(*init)
         t0 = time.perf_counter()
-        res = [_rr_run(a) for a in args]
+        res = [_peer_run(a) for a in args]
         return np.stack(res), time.perf_counter() - t0
     with mp.get_context("fork").Pool(processes, init_fn, init) as pool:
-        pool.map(_rr_run, args[:processes], chunksize=1)  # workers loaded
+        pool.map(_peer_run, args[:processes], chunksize=1)  # workers loaded
         t0 = time.perf_counter()
-        res = pool.map(_rr_run, args, chunksize=max(1, len(args) // (8 * processes)))
+        res = pool.map(_peer_run, args, chunksize=max(1, len(args) // (8 * processes)))
         return np.stack(res), time.perf_counter() - t0
-
-
-def initial_states(cm, P, species):
-    out = np.zeros((P.shape[0], len(species)))
-    y = np.zeros(len(cm.ode_species))
-    xl = np.zeros(len(cm.lin_species))
-    for i, p in enumerate(P):
-        cm.module.init_state(p, y, xl)
-        vals = {**dict(zip(cm.ode_species, y)), **dict(zip(cm.lin_species, xl))}
-        out[i] = [vals[s] for s in species]
-    return out
 
 
 def agreement(a, ref):
@@ -236,7 +224,7 @@ def main():
     k = a.peer_n
     tight = ch.SolverOptions(rtol=1e-10, atol=1e-14, max_steps=5_000_000)
     ref = ch.simulate(cm, P[:k], regs, TIMES, CLINICAL, options=tight).values
-    Y0 = initial_states(cm, P[:k], species)
+    Y0 = initial_states(cm, P[:k])  # columns in cm.model.species order, as `species`
     fine = np.linspace(0.0, TIMES[-1], int(TIMES[-1]) * 24 + 1)  # hourly: the depth of each marrow nadir
     depth = ch.simulate(cm, P[:k], regs, fine, MARROW, options=tight).values.min(axis=(1, 2))
     kept = depth >= MARROW_FLOOR

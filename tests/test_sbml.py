@@ -200,13 +200,10 @@ def trial_export():
     depth = ch.simulate(cm, P, regs, hourly, ["hspc", "gmp", "mdp", "clp"], options=tight).values.min(axis=(1, 2))
     kept = np.flatnonzero(depth >= 1e-12)
     assert 9 <= kept.size < 12  # the sample has both kinds of patient
-    y = np.zeros(len(cm.ode_species))
-    xl = np.zeros(len(cm.lin_species))
-    base = []
-    for p in P:
-        cm.module.init_state(p, y, xl)
-        base.append({**dict(zip(cm.ode_species, y)), **dict(zip(cm.lin_species, xl))})
-    return dict(text=text, names=names, P=P, base=base, days=days, outs=outs, ours=ours, kept=kept)
+    from chemohost.engine.simulate import initial_states
+
+    return dict(text=text, names=names, P=P, species=list(cm.model.species), base=initial_states(cm, P), days=days,
+                outs=outs, ours=ours, kept=kept)
 
 
 def test_the_trial_population_runs_with_a_peers_default_solver(trial_export):
@@ -253,7 +250,7 @@ def _roadrunner_runs(x, patients, atol=None):
         rr.resetAll()
         for name, v in zip(x["names"], x["P"][i]):
             rr[name] = float(v)
-        for s, v in x["base"][i].items():
+        for s, v in zip(x["species"], x["base"][i]):
             if s in floating:
                 rr[s] = float(v)
         try:
@@ -281,10 +278,9 @@ def test_the_trial_population_runs_in_copasi(trial_export):
         sys.path.insert(0, bench)
         import throughput
 
-        species = list(x["base"][0])
-        throughput._copasi_worker_init(x["text"], species, x["names"])
+        throughput._copasi_worker_init(x["text"], x["species"], x["names"])
         assert np.array_equal(throughput.DAYS, x["days"])
-        err = {int(i): _max_rel_err(throughput._rr_run((x["P"][i], [x["base"][i][s] for s in species])),
+        err = {int(i): _max_rel_err(throughput._peer_run((x["P"][i], x["base"][i])),
                                     x["ours"][i]).max() for i in x["kept"]}
     finally:
         locale.setlocale(locale.LC_ALL, saved)
@@ -293,3 +289,21 @@ def test_the_trial_population_runs_in_copasi(trial_export):
         sys.modules.pop("throughput", None)
     assert all(np.isfinite(e) for e in err.values()), err  # a failed run comes back as NaN
     assert max(err.values()) <= 1e-3, err
+
+
+def test_initial_states_are_the_engines_state_at_time_zero():
+    """``initial_states`` (the baseline a peer sets after the patient's parameters) is the engine's own state at
+    t = 0, species in the model's order, for patients whose parameters differ."""
+    from chemohost.engine.codegen import compile_model
+    from chemohost.engine.simulate import initial_states
+
+    model, names, p = typical("host_response", "human")
+    cm = compile_model(model)
+    P = np.repeat(p[None], 3, axis=0)
+    P[1, names.index("WT")] *= 1.3
+    P[2, names.index("bm_anc0")] *= 0.6
+    base = initial_states(cm, P)
+    regs = [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 21, 1)]  # an infusion: no jump at t = 0
+    at0 = ch.simulate(cm, P, regs, [0.0], list(model.species)).values[:, 0, :]
+    np.testing.assert_allclose(base, at0, rtol=1e-12, atol=0)
+    assert not np.allclose(base[0], base[2])  # the baseline follows the parameters

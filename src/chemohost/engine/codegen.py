@@ -17,6 +17,7 @@ Steps (each a plain function of the declaration):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -131,8 +132,9 @@ def fold_pairs(args: list[str], pattern: str) -> str:
     return out
 
 
+@functools.cache
 def _printer():
-    """The code printer (sympy is imported only when code is generated: a cached model needs none)."""
+    """The code printer, one instance (sympy is imported only when code is generated: a cached model needs none)."""
     from sympy.printing.pycode import PythonCodePrinter
 
     class _Printer(PythonCodePrinter):

@@ -195,32 +195,26 @@ def held_at_zero(model: Model, doses: DoseTable) -> set[str]:
     trial with libRoadRunner's default solver.  Constant species are not integrated, so they cannot."""
     import sympy as sp
 
-    sym = {n: sp.Symbol(n, real=True) for n in [*model.species, *model.parameters, *model.outputs]}
-    outputs = {sym[o.name]: parse(o.expr, sym, f"output {o.name}") for o in model.outputs.values()}
+    from .codegen import symbolic
 
-    def expand(text, where):
-        e = parse(text, sym, where)
-        for _ in range(len(outputs) + 1):  # outputs may read outputs: expand until none is left
-            if not e.free_symbols & outputs.keys():
-                break
-            e = e.xreplace(outputs)
-        return e
-
-    dosed = set()
-    for d in range(doses.n):
-        drug = model.drugs.get(doses.drug[d])
-        if drug is not None and doses.route[d] in drug.routes:
-            dosed.add(drug.routes[doses.route[d]].target)
-    held = {s.name for s in model.species.values()
-            if s.name not in dosed and expand(s.initial, f"initial value of {s.name}").is_zero is True}
-    rates = {f.name: expand(f.rate, f"flow {f.name}") for f in model.flows.values()}
+    sm = symbolic(model)  # rates and initial values with the outputs expanded, parameters free
+    dosed = {_dose_route(model, doses, d).target for d in range(doses.n)}
+    held = {s for s, e in sm.initial.items() if s not in dosed and e.is_zero is True}
     while True:
-        zero = {sym[n]: sp.Integer(0) for n in held}
+        zero = {sm.sym[n]: sp.Integer(0) for n in held}
         leaving = {n for f in model.flows.values() for n in (f.source, f.target)
-                   if n in held and rates[f.name].xreplace(zero).is_zero is not True}
+                   if n in held and sm.flow_rates[f.name].xreplace(zero).is_zero is not True}
         if not leaving:
             return held
         held -= leaving
+
+
+def _dose_route(model: Model, doses: DoseTable, d: int):
+    """The :class:`Route` dose ``d`` enters the model by (ExportError if the model cannot receive it)."""
+    drug = model.drugs.get(doses.drug[d])
+    if drug is None or doses.route[d] not in drug.routes:
+        raise ExportError(f"model '{model.name}' cannot receive {doses.drug[d]} by route {doses.route[d]}")
+    return drug.routes[doses.route[d]]
 
 
 def checked_text(doc) -> str:
@@ -241,10 +235,7 @@ def checked_text(doc) -> str:
 def _add_doses(m, model: Model, doses: DoseTable, factors):
     infusion_targets = {}
     for d in range(doses.n):
-        drug = model.drugs.get(doses.drug[d])
-        if drug is None or doses.route[d] not in drug.routes:
-            raise ExportError(f"model '{model.name}' cannot receive {doses.drug[d]} by route {doses.route[d]}")
-        route = drug.routes[doses.route[d]]
+        route = _dose_route(model, doses, d)
         reg = doses.regimens[doses.regimen[d]]
         scale = {"flat": "", "bsa": " * BSA", "weight": " * WT"}[reg.basis]
         fac = 1.0 if factors is None else float(factors[d])

@@ -299,6 +299,21 @@ def _patient_groups(doses: PatientDoses):
     return np.ascontiguousarray(group), cstart
 
 
+def initial_states(cm: CompiledModel, params: np.ndarray) -> np.ndarray:
+    """(N, S) each patient's state at t = 0 (before any dose), one column per species in the model's order
+    (``cm.model.species``): the baseline a peer running the exported SBML sets after the patient's parameters,
+    since SBML initial assignments are evaluated when the file is loaded, with its own parameter values."""
+    P = np.atleast_2d(np.asarray(params, dtype=float))
+    y, xl = np.zeros(len(cm.ode_species)), np.zeros(len(cm.lin_species))
+    col = {s: j for j, s in enumerate(cm.model.species)}
+    ode, lin = [col[s] for s in cm.ode_species], [col[s] for s in cm.lin_species]
+    out = np.zeros((P.shape[0], len(col)))
+    for i, p in enumerate(P):  # init_state is the compiled model's own, one patient per call (cheap)
+        cm.module.init_state(p, y, xl)
+        out[i, ode], out[i, lin] = y, xl
+    return out
+
+
 def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Regimen] | DoseTable | PatientDoses,
              times, outputs: list[str] | None = None, *, bsa: np.ndarray | None = None,
              weight: np.ndarray | None = None, options: SolverOptions | None = None,

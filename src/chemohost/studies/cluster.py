@@ -87,6 +87,11 @@ class InProcess:
             yield key, fn(trial, st, *args)
 
 
+def blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive blocks of at most ``size`` of ``n`` patients (a study's tasks)."""
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
 def arm_chunk(trial, st, regs, P, ids, scan_days, e_os):
     """``(SimulationResult, endpoint rows)`` of regimens ``regs`` (any, not only a trial arm) on a block of the
     trial's virtual patients: an optimisation candidate's chunk, wherever it runs."""

@@ -230,14 +230,13 @@ class OptimizeStudy(Study):
         """(N,) per-patient metric inputs of one regimen list on the study's patients: in this process, or on
         a cluster in blocks of ``CLUSTER_CHUNK`` patients (the same rows: each patient's simulation and random
         streams depend on the patient alone)."""
-        from .cluster import arm_chunk
+        from .cluster import arm_chunk, blocks
 
         n, trial = self.spec.patients, self.base.trial
         if executor is None:
             return self._frame(*arm_chunk(trial, self._st, regs, self._P, np.arange(n), self._sched, self._eos))
-        items = [(s, (regs, self._P[s:s + CLUSTER_CHUNK], np.arange(s, min(n, s + CLUSTER_CHUNK)),
-                      self._sched[s:s + CLUSTER_CHUNK], self._eos[s:s + CLUSTER_CHUNK]))
-                 for s in range(0, n, CLUSTER_CHUNK)]
+        items = [(s, (regs, self._P[s:e], np.arange(s, e), self._sched[s:e], self._eos[s:e]))
+                 for s, e in blocks(n, CLUSTER_CHUNK)]
         parts = {s: self._frame(res, ep) for s, (res, ep) in executor.map_trial(trial, self._st, arm_chunk, items)}
         return pd.concat([parts[s] for s in sorted(parts)], ignore_index=True)
 

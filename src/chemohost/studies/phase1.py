@@ -268,7 +268,7 @@ class Phase1Study(Study):
         per patient with the stated probability, seeded).  ``executor``: where the pools are simulated (a
         cluster gets every dose's pool at once, in blocks of ``CLUSTER_CHUNK`` patients; default: here)."""
         from ..engine.simulate import SolverOptions
-        from .cluster import InProcess, simulate_remote
+        from .cluster import InProcess, blocks, simulate_remote
         from .trial_runner import sample_trial_patients
 
         s, trial = self.spec, self.base.trial
@@ -283,14 +283,14 @@ class Phase1Study(Study):
         grid = np.arange(0.0, self.window + 1e-9, 0.25)
         rng = np.random.default_rng([s.seed, 17])
         ae_u = rng.random(s.pool)
-        chunk = s.pool if executor is None else CLUSTER_CHUNK
+        parts_of = blocks(s.pool, s.pool if executor is None else CLUSTER_CHUNK)
         frames = {i: got[0] for i in range(len(s.doses)) if (got := ck.load(f"dose{i}")) is not None}
-        items = [((i, c), (trial.model.name, sv.closed_form, P[c:c + chunk], self.regimens(dose), grid, ["ANC"], opts))
-                 for i, dose in enumerate(s.doses) if i not in frames for c in range(0, s.pool, chunk)]
+        items = [((i, c), (trial.model.name, sv.closed_form, P[c:e], self.regimens(dose), grid, ["ANC"], opts))
+                 for i, dose in enumerate(s.doses) if i not in frames for c, e in parts_of]
         got: dict = {}
         for (i, c), res in (executor or InProcess()).map(simulate_remote, items):
             got.setdefault(i, {})[c] = res
-            if len(got[i]) == len(range(0, s.pool, chunk)):  # this dose's whole pool is in: one checkpoint
+            if len(got[i]) == len(parts_of):  # this dose's whole pool is in: one checkpoint
                 parts = [got[i][c] for c in sorted(got[i])]
                 below = np.concatenate([r.output("ANC") for r in parts]) < 0.5
                 status = np.concatenate([r.status for r in parts])

@@ -228,7 +228,7 @@ class SensitivityStudy(Study):
     def run(self, *, progress: bool = False, checkpoint=None, posterior=None, executor=None) -> StudyResult:
         from ..engine.simulate import SolverOptions
         from .checkpoint import Checkpoint
-        from .cluster import InProcess, simulate_remote
+        from .cluster import InProcess, blocks, simulate_remote
 
         notes: list[str] = []
         t0 = time.perf_counter()
@@ -258,8 +258,7 @@ class SensitivityStudy(Study):
         t1 = time.perf_counter()
         ex = executor or InProcess()
         frames, items = {}, []
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
+        for s, e in blocks(n, chunk):
             done = ck.load(f"chunk-{s}")
             if done is not None:
                 frames[s] = done[0]
@@ -285,7 +284,7 @@ class SensitivityStudy(Study):
                 frame.insert(0, "run", np.arange(s, s + status.size))
                 frames[s] = ck.save(f"chunk-{s}", frame)
                 del got[s]
-        parts = [frames[s] for s in range(0, n, chunk)]
+        parts = [frames[s] for s, _ in blocks(n, chunk)]
         if bar is not None:
             bar.close()
         t2 = time.perf_counter()
