@@ -50,6 +50,25 @@ for name, rule in (("anc_delay", "gemcitabine_label_anc_delay"), ("adaptive", "a
                  "dose_status_cpu": c.dose_status.tolist(), "dose_status_gpu": gp.dose_status.tolist(),
                  "dose_times_equal": bool(np.allclose(c.dose_times, gp.dose_times, equal_nan=True)),
                  "factors_equal": bool(np.allclose(c.dose_factors, gp.dose_factors, equal_nan=True))}
+# restartable snapshots (the trial's second pass after progression): taken and resumed on the device
+regs = [Regimen(drug="gemcitabine", dose=g, basis=gb, infusion=30 / 1440, days=(1, 8, 15), cycle_length=28,
+                cycles=2, rule="gemcitabine_label_anc_delay")]
+t = np.arange(0.0, 57.0, 1.0)
+sd = np.array([[8.0, 30.0]] * 4)
+opts = dict(rtol=1e-6, atol=1e-10)
+c = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(**opts), snapshot_days=sd)
+gp = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(device="gpu", **opts), snapshot_days=sd)
+rows, slots, stop = np.arange(4), np.ones(4, dtype=np.int64), np.full(4, 30.0)
+cr = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(**opts), stop_days=stop, resume_from=(c, rows, slots))
+gr = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(device="gpu", **opts), stop_days=stop,
+              resume_from=(gp, rows, slots))
+fc, fg = c.snapshots.f, gp.snapshots.f
+fin = np.isfinite(fc)  # (not-yet-given doses' times are nan, padding events' times inf)
+out["snapshots"] = {"f_rel": float(np.max(np.abs(fg[fin] - fc[fin]) / np.maximum(np.abs(fc[fin]), 1e-9))),
+                    "f_nonfinite_equal": bool(np.array_equal(fg[~fin], fc[~fin], equal_nan=True)),
+                    "i_equal": bool(np.array_equal(gp.snapshots.i, c.snapshots.i)),
+                    "resume_rel": float(np.nanmax(np.abs(gr.values - cr.values) / np.maximum(np.abs(cr.values), 1e-9))),
+                    "stopped": int((cr.dose_status == 3).sum()), "status": gr.status.tolist()}
 print("RESULT" + json.dumps(out))
 '''
 
@@ -59,6 +78,9 @@ def test_cuda_kernel_on_the_simulator_matches_the_cpu_engine():
     r = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.split("RESULT", 1)[1])
+    snap = res.pop("snapshots")
+    assert snap["f_rel"] <= 1e-6 and snap["f_nonfinite_equal"] and snap["i_equal"] and snap["resume_rel"] <= 1e-6, snap
+    assert snap["stopped"] > 0 and snap["status"] == [0, 0, 0, 0], snap
     for name, d in res.items():
         assert d["status_cpu"] == d["status_gpu"] == [0, 0, 0, 0], name
         assert d["max_rel"] <= 1e-6 and d["same_nan"], (name, d["max_rel"])

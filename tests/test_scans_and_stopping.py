@@ -14,8 +14,8 @@ from scipy import stats
 
 from chemohost.api import parameter_vector, sample_patients
 from chemohost.engine.codegen import compile_model
-from chemohost.engine.simulate import SolverOptions, simulate
-from chemohost.errors import ScenarioError
+from chemohost.engine.simulate import Snapshots, SolverOptions, simulate
+from chemohost.errors import ScenarioError, SolverError
 from chemohost.model.registry import get_model
 from chemohost.protocol import rules
 from chemohost.protocol.dosing import Regimen
@@ -101,6 +101,60 @@ def test_stop_days_stop_dosing_and_leave_the_course_before_unchanged(engine):
         simulate(cm, P, [g], times, ["ANC"], options=OPTS, stop_days=np.zeros(2))
 
 
+def _same(a, b) -> bool:
+    return all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True)
+               for k in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"))
+
+
+def test_resuming_from_a_snapshot_equals_the_run_from_day_0(engine, monkeypatch):
+    """A restart from the engine's saved state (the trial's second pass after a progression scan) gives, bit for
+    bit, the run from t = 0 with the same step boundaries and stop day: doses already delayed by the rule, an
+    infusion running at the snapshot, held doses and the rule's counters all carry over."""
+    cm, P = engine
+    times = np.arange(0.0, 150.0)
+    plain = simulate(cm, P, [_rule(monkeypatch, -np.inf)], times, ["ANC"], options=OPTS)
+    g = _rule(monkeypatch, float(np.median(plain.output("ANC")[:, 28])))
+    mid_infusion = 56.0 + 0.2 / 24  # gemcitabine's 30-min infusion of cycle 3 day 1 (if on time) is running
+    sd = np.array([[20.0, 35.0, mid_infusion, 99.0, np.nan]] * 3 + [[5.0, 28.0, 60.0, 140.0, 400.0]] * 3)
+    outs = ["ANC", "tumour_total", "casp1_inhibition"]
+    a = simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd)
+    nominal = a.doses.time
+    assert (a.dose_times[:, :3] > nominal[:3]).any() or (a.dose_times[:, 3:6] > nominal[3:6]).any()  # delays
+    assert (a.dose_times[:3, 6] == 56.0).any()  # ... and an infusion runs at the third snapshot
+    taken = a.snapshots.taken()
+    assert taken[:, :4].all() and not taken[:, 4].any()  # slot 4: unused (nan), or past the horizon
+    assert _same(a, simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd, keep_snapshots=False))
+    # the step boundaries move results only within the tolerance
+    free = simulate(cm, P, [g], times, outs, options=OPTS)
+    assert np.nanmax(np.abs(free.values - a.values) / (np.abs(a.values) + 1e-3)) < 1e-2
+    rows = np.arange(len(P))
+    for s in range(4):
+        stop = sd[:, s]
+        slot = a.snapshots.slot(stop)
+        assert np.array_equal(slot, np.full(len(P), s))
+        scratch = simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd, stop_days=stop)
+        resumed = simulate(cm, P, [g], times, outs, options=OPTS, stop_days=stop, resume_from=(a, rows, slot))
+        assert _same(scratch, resumed), s
+        assert (resumed.dose_status == 3).any() == (s < 3)  # (slot 3: after the last dose)
+    # resumed without a stop: the first run itself; a subset of patients, in another order
+    sub = np.array([4, 1])
+    again = simulate(cm, P[sub], [g], times, outs, options=OPTS, resume_from=(a, sub, np.array([2, 0])))
+    assert np.array_equal(again.values, a.values[sub]) and np.array_equal(again.dose_status, a.dose_status[sub])
+    with pytest.raises(SolverError, match="no snapshots"):
+        simulate(cm, P, [g], times, outs, options=OPTS, resume_from=(free, rows, np.zeros(6, dtype=int)))
+    with pytest.raises(SolverError, match="doses differ"):
+        other = Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8), 28, 4, rule=g.rule)
+        simulate(cm, P, [other], times, outs, options=OPTS, resume_from=(a, rows, np.zeros(6, dtype=int)))
+    with pytest.raises(SolverError, match="not taken"):
+        simulate(cm, P, [g], times, outs, options=OPTS, resume_from=(a, rows, np.full(6, 4)))
+    with pytest.raises(SolverError, match="other outputs"):
+        simulate(cm, P, [g], times, ["ANC"], options=OPTS, resume_from=(a, rows, np.zeros(6, dtype=int)))
+    with pytest.raises(SolverError, match="not both"):
+        simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd, resume_from=(a, rows, np.zeros(6, dtype=int)))
+    with pytest.raises(SolverError, match="snapshot_days must be"):
+        simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd[:2])
+
+
 def test_scan_measurement_error_matches_oxnard_repeat_ct():
     """Calibration check (the two statistics fitted) and one held-out check (median changes)."""
     m = ScanModel()
@@ -169,6 +223,30 @@ def test_treatment_stops_at_progression_and_os_goes_on(trial_runs):
     assert ((a["os_months"] > a["pfs_months"] + 0.5) & prog).any()  # OS continues after progression
     assert stopped.summary["patient_arms_resimulated_after_progression"] == int(prog.sum())
     assert (a["dose_intensity"] <= 1 + 1e-12).all()
+
+
+def test_second_pass_from_snapshots_equals_the_second_pass_from_day_0(trial_runs, monkeypatch):
+    """The trial restarts each progressed patient from the engine's state at its progression scan; forcing the
+    restart from day 0 (no snapshot found) gives the same patients bit for bit."""
+    monkeypatch.setattr(Snapshots, "slot", lambda self, days, rows=None: np.full(np.size(days), -1))
+    from_day0 = run_trial(_trial())
+    resumed = trial_runs[0]
+    assert resumed.summary["patient_arms_resimulated_after_progression"] >= 10
+    pd_ = resumed.patients.drop(columns=["status"]), from_day0.patients.drop(columns=["status"])
+    assert pd_[0].equals(pd_[1]) and resumed.patients["status"].equals(from_day0.patients["status"])
+
+
+def test_snapshot_memory_is_bounded_by_running_blocks_of_patients(trial_runs, monkeypatch):
+    """A chunk whose snapshots would pass the memory budget runs in blocks of patients: same patients."""
+    from chemohost.studies import trial_runner
+
+    monkeypatch.setattr(trial_runner, "SNAPSHOT_BUDGET_BYTES", 1)  # one patient per engine call
+    calls = []
+    real = trial_runner.simulate
+    monkeypatch.setattr(trial_runner, "simulate", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    blocked = run_trial(_trial())
+    assert max(calls) == 1
+    assert blocked.patients.drop(columns=["status"]).equals(trial_runs[0].patients.drop(columns=["status"]))
 
 
 def test_interval_censored_pfs_recovers_a_known_median():

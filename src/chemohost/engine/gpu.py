@@ -69,7 +69,8 @@ def simulate_kernel(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, e
                     dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
                     bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, status,
                     stats, dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
-                    dose_time, dose_status, rule_resume, w_rate, w_ndel, w_disc, w_paused):
+                    dose_time, dose_status, rule_resume, snap_t, snap_f, snap_i, start_snap, w_rate, w_ndel, w_disc,
+                    w_paused):
     i = cuda.grid(1)
     if i < P.shape[0]:
         status[i] = simulate_one(P[i], V[i], Vinv[i], lam[i], mode_needed[i], ev_time[i], ev_kind[i], ev_target[i],
@@ -77,8 +78,8 @@ def simulate_kernel(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, e
                                  rule_thresholds, rule_factors, rule_n, bio_index[i], t_out, out_sel,
                                  rtol, atol, max_steps, dense_output, sparse_lu, res[i], factors[i], stats[i],
                                  dose_group[i], dose_cstart[i], rule_delay_th, rule_delay_days, rule_max_delays,
-                                 stop_time[i], dose_time[i], dose_status[i], rule_resume, w_rate[i], w_ndel[i],
-                                 w_disc[i], w_paused[i])
+                                 stop_time[i], dose_time[i], dose_status[i], rule_resume, snap_t[i], snap_f[i],
+                                 snap_i[i], start_snap[i], w_rate[i], w_ndel[i], w_disc[i], w_paused[i])
 '''
 
 # local work arrays of the solver: CPU allocation -> (size constant, numba type, 2-D)
@@ -124,8 +125,8 @@ def cuda_source(cpu_source: str) -> str:
     head = src.index("def simulate_one(")
     body_start = src.index("):\n", head) + 2
     sig = src[head:body_start]
-    need(sig.rstrip().endswith("rule_resume):"), "simulate_one(..., rule_resume)")
-    sig = sig.replace("rule_resume):", "rule_resume, w_rate, w_ndel, w_disc, w_paused):")
+    need(sig.rstrip().endswith("start_snap):"), "simulate_one(..., start_snap)")
+    sig = sig.replace("start_snap):", "start_snap, w_rate, w_ndel, w_disc, w_paused):")
     body = src[body_start:]
     for old, new in _FROM_HOST.items():
         need(old in body, old)
@@ -187,7 +188,8 @@ def simulate_batch_gpu(cm, args: list) -> None:
     mod = gpu_module(cm)
     (P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev, dose_rule, rule_out,
      rule_th, rule_fa, rule_n, ev_bio, times, out_sel, rtol, atol, max_steps, dense, sparse, res, factors, status,
-     stats, dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume) = args
+     stats, dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume,
+     snap_t, snap_f, snap_i, start_snap) = args
     n = P.shape[0]
     E = ev_time.shape[1]
     G = int(dose_group.max()) + 1 if dose_group.size else 1
@@ -197,11 +199,12 @@ def simulate_batch_gpu(cm, args: list) -> None:
     for s in range(0, n, GPU_BATCH):
         e = min(n, s + GPU_BATCH)
         m = e - s
-        per = [P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev, dose_rule, ev_bio]
-        dP, dV, dVi, dlam, dmn, det, dek, detg, dea, ded, dne, ddr, deb = (
+        per = [P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev, dose_rule, ev_bio,
+               snap_t, start_snap]
+        dP, dV, dVi, dlam, dmn, det, dek, detg, dea, ded, dne, ddr, deb, dsnt, dsns = (
             cuda.to_device(np.ascontiguousarray(a[s:e])) for a in per)
-        outs = [res, factors, status, stats, dose_time, dose_status]
-        dres, dfac, dst, dstats, ddt, dds = (cuda.to_device(np.ascontiguousarray(a[s:e])) for a in outs)
+        outs = [res, factors, status, stats, dose_time, dose_status, snap_f, snap_i]
+        dres, dfac, dst, dstats, ddt, dds, dsnf, dsni = (cuda.to_device(np.ascontiguousarray(a[s:e])) for a in outs)
         dgrp, dcs, dstop = (cuda.to_device(np.ascontiguousarray(a[s:e])) for a in (dose_group, dose_cstart, stop))
         w_rate = cuda.to_device(np.zeros((m, max(E, 1))))
         w_ndel = cuda.to_device(np.zeros((m, G), dtype=np.int64))
@@ -211,7 +214,7 @@ def simulate_batch_gpu(cm, args: list) -> None:
         mod.simulate_kernel[blocks, THREADS_PER_BLOCK](
             dP, dV, dVi, dlam, dmn, det, dek, detg, dea, ded, dne, ddr, d_rule_out, d_th, d_fa, d_rn, deb, d_t, d_sel,
             float(rtol), float(atol), int(max_steps), bool(dense), bool(sparse), dres, dfac, dst, dstats, dgrp, dcs,
-            d_dth, d_ddays, d_maxd, dstop, ddt, dds, d_resume, w_rate, w_ndel, w_disc, w_paused)
+            d_dth, d_ddays, d_maxd, dstop, ddt, dds, d_resume, dsnt, dsnf, dsni, dsns, w_rate, w_ndel, w_disc, w_paused)
         cuda.synchronize()
-        for host, dev in zip(outs, (dres, dfac, dst, dstats, ddt, dds)):
+        for host, dev in zip(outs, (dres, dfac, dst, dstats, ddt, dds, dsnf, dsni)):
             host[s:e] = dev.copy_to_host()

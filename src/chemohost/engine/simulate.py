@@ -56,6 +56,30 @@ class SolverOptions:
 
 
 @dataclass
+class Snapshots:
+    """Each patient's whole solver state at given days, saved by the engine so that a later run can restart
+    from one of them instead of t = 0 (``simulate(..., resume_from=...)``).  The layout of ``f``/``i`` is the
+    solver template's (engine-internal); a slot the run did not reach (failed earlier, or at/after the horizon)
+    has ``i[..., 1] == -1``."""
+
+    days: np.ndarray  # (N, S) ascending snapshot days; inf: unused slot
+    f: np.ndarray  # (N, S, LF) float state
+    i: np.ndarray  # (N, S, LI) integer state
+
+    def taken(self) -> np.ndarray:
+        """(N, S) bool: the slot holds a state."""
+        return self.i[:, :, 1] >= 0
+
+    def slot(self, days: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The slot holding each patient's (or each of patients ``rows``') state at ``days`` (exactly a snapshot
+        day), -1 where there is none."""
+        sel = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        days = np.asarray(days, dtype=float).reshape(-1, 1)
+        hit = (self.days[sel] == days) & self.taken()[sel]
+        return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+
+
+@dataclass
 class SimulationResult:
     times: np.ndarray  # (T,) days
     outputs: list[str]
@@ -67,6 +91,7 @@ class SimulationResult:
     dose_times: np.ndarray | None = None  # (N, D) days when each dose fell due (after delays; nan: never)
     dose_status: np.ndarray | None = None  # (N, D) DOSE_STATUS codes
     patient_doses: PatientDoses | None = None  # per-patient doses (event table), D = most doses of a patient
+    snapshots: Snapshots | None = None  # restartable states at the requested snapshot days
 
     def nominal_dose_times(self) -> np.ndarray:
         """(N, D) planned time (days) of each dose slot; NaN for padding slots of per-patient doses."""
@@ -299,6 +324,20 @@ def _patient_groups(doses: PatientDoses):
     return np.ascontiguousarray(group), cstart
 
 
+def _snapshot_layout(cm: CompiledModel, n_events: int, n_doses: int, n_groups: int) -> tuple[int, int]:
+    """Lengths of one snapshot's float and integer parts (the solver template's layout)."""
+    n_x = len(cm.ode_species) + len(cm.lin_species)
+    return 2 + 5 * n_x + 3 * n_doses + 2 * n_events, 4 + 4 * n_events + n_doses + 3 * n_groups
+
+
+def snapshot_bytes(cm: CompiledModel, regimens: list[Regimen], n_days: int) -> int:
+    """Bytes of one patient's ``n_days`` snapshots under ``regimens`` (to size batches by memory)."""
+    table = dose_table(list(regimens))
+    n_inf = sum(1 for d in range(table.n) if table.duration[d] > 0)
+    lf, li = _snapshot_layout(cm, max(table.n + n_inf, 1), max(table.n, 1), max(len(table.regimens), 1))
+    return 8 * n_days * (lf + li)
+
+
 def initial_states(cm: CompiledModel, params: np.ndarray) -> np.ndarray:
     """(N, S) each patient's state at t = 0 (before any dose), one column per species in the model's order
     (``cm.model.species``): the baseline a peer running the exported SBML sets after the patient's parameters,
@@ -317,7 +356,8 @@ def initial_states(cm: CompiledModel, params: np.ndarray) -> np.ndarray:
 def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Regimen] | DoseTable | PatientDoses,
              times, outputs: list[str] | None = None, *, bsa: np.ndarray | None = None,
              weight: np.ndarray | None = None, options: SolverOptions | None = None,
-             stop_days: np.ndarray | None = None) -> SimulationResult:
+             stop_days: np.ndarray | None = None, snapshot_days: np.ndarray | None = None, keep_snapshots: bool = True,
+             resume_from: tuple[SimulationResult, np.ndarray, np.ndarray] | None = None) -> SimulationResult:
     """Simulate ``params.shape[0]`` patients under the same regimens, or each under its own doses.
 
     ``regimens``: a list of :class:`Regimen` or a :class:`DoseTable` (one schedule for all), or a
@@ -331,6 +371,17 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     e.g. at progression; inf = never).  Dose-modification rules with a cycle-start threshold delay
     a cycle (and the rest of its regimen) while the monitored output is below it (see
     :mod:`chemohost.protocol.rules`); the resulting ``dose_times``/``dose_status`` are returned.
+
+    ``snapshot_days``: (N, S) per-patient days (ascending; NaN or inf = none) at which the whole solver state
+    is saved (before that day's doses) in ``result.snapshots``; each is a step boundary.  With
+    ``keep_snapshots=False`` they are step boundaries only (nothing saved): a run with the same boundaries as
+    one that saves, bit for bit, without the memory.
+    ``resume_from = (earlier, rows, slots)``: patient ``q`` of this call is row ``rows[q]`` of the ``earlier``
+    result (same parameters, regimens, output times and outputs; taken with ``snapshot_days``) and restarts
+    from its snapshot ``slots[q]`` instead of t = 0, with this call's ``stop_days``: its course up to that
+    day is the earlier run's, and from there it equals a run from t = 0 with the same snapshot days and
+    ``stop_days`` (e.g. treatment stopped at a progression scan, without integrating the months before it
+    again).
     """
     options = options or SolverOptions()
     cm = model if isinstance(model, CompiledModel) else compile_model(model, options.closed_form)
@@ -396,6 +447,42 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         stop = np.ascontiguousarray(stop)
     dose_time = np.full((n, D1), np.nan)
     dose_status = np.zeros((n, D1), dtype=np.int8)
+    n_g = int(dose_group.max()) + 1 if dose_group.size else 1
+    LF, LI = _snapshot_layout(cm, ev[0].shape[1], D1, n_g)
+    start = np.full(n, -1, dtype=np.int64)
+    prior = None
+    if resume_from is not None:
+        if snapshot_days is not None:
+            raise SolverError("give snapshot_days or resume_from, not both (a resumed run keeps the earlier snapshot days)")
+        earlier, rows, slots = resume_from
+        snaps = earlier.snapshots
+        rows, start = np.asarray(rows, dtype=np.int64).reshape(-1), np.asarray(slots, dtype=np.int64).reshape(-1)
+        if snaps is None:
+            raise SolverError("resume_from: the earlier result has no snapshots (run it with snapshot_days)")
+        if rows.shape != (n,) or start.shape != (n,):
+            raise SolverError(f"resume_from: give one row and one snapshot slot per patient ({n}), got "
+                              f"{rows.shape[0]} and {start.shape[0]}")
+        if snaps.f.shape[2] != LF or snaps.i.shape[2] != LI:
+            raise SolverError("resume_from: the earlier run's doses differ from these (snapshot layout "
+                              f"{snaps.f.shape[2]}/{snaps.i.shape[2]}, expected {LF}/{LI}); resume with the same regimens")
+        if list(earlier.outputs) != outputs or not np.array_equal(earlier.times, times):
+            raise SolverError("resume_from: the earlier run recorded other outputs or output times")
+        if not ((start >= 0) & (start < snaps.days.shape[1])).all() or not snaps.taken()[rows, start].all():
+            raise SolverError("resume_from: a requested snapshot slot was not taken in the earlier run")
+        snap_t = np.ascontiguousarray(snaps.days[rows])
+        snap_f, snap_i = snaps.f[rows], snaps.i[rows]
+        prior = earlier.values[rows]
+    elif snapshot_days is not None:
+        sd = np.asarray(snapshot_days, dtype=float)
+        if sd.ndim != 2 or sd.shape[0] != n:
+            raise SolverError(f"snapshot_days must be an (N, S) array with N = {n} patients, got shape {sd.shape}")
+        snap_t = np.ascontiguousarray(np.sort(np.where(np.isnan(sd), np.inf, sd), axis=1))
+        lf, li = (LF, LI) if keep_snapshots else (1, 1)
+        snap_f = np.zeros((n, sd.shape[1], lf))
+        snap_i = np.zeros((n, sd.shape[1], li), dtype=np.int64)
+        snap_i[:, :, 1 if keep_snapshots else 0] = -1
+    else:
+        snap_t, snap_f, snap_i = np.zeros((n, 0)), np.zeros((n, 0, 1)), np.zeros((n, 0, 1), dtype=np.int64)
     V, Vinv, lam, bad = _linear_decomposition(cm, P)
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
     # a mode matters to the integrated states if its eigenvector has a non-negligible entry in a
@@ -403,7 +490,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     colmax = np.abs(V).max(axis=1, keepdims=True) if V.size else V
     mode_needed = np.ascontiguousarray((np.abs(V[:, needed, :]) > 1e-12 * colmax).any(axis=1)) if needed.size \
         else np.zeros(lam.shape, dtype=np.bool_)
-    res = np.full((n, times.size, len(outputs)), np.nan)
+    res = np.full((n, times.size, len(outputs)), np.nan) if prior is None else np.array(prior, dtype=float)
     factors = np.ones((n, D1))
     status = np.zeros(n, dtype=np.int64)
     stats = np.zeros((n, 2), dtype=np.int64)
@@ -415,7 +502,8 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         args = [P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev,
                 dose_rule, rule_out, rule_th, rule_fa, rule_n, ev_bio, times, out_sel, options.rtol, options.atol,
                 options.max_steps, bool(options.dense_output), bool(options.sparse_lu), res, factors, status, stats,
-                dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume]
+                dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume,
+                snap_t, snap_f, snap_i, start]
         if options.device == "gpu":
             from .gpu import simulate_batch_gpu
 
@@ -436,5 +524,6 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     if pdoses is not None:
         pad = np.arange(D)[None, :] >= pdoses.n_doses[:, None]
         factors[pad] = np.nan
+    snapshots = Snapshots(snap_t, snap_f, snap_i) if snap_t.shape[1] and snap_f.shape[2] > 1 else None
     return SimulationResult(times, outputs, res, status, factors, table, stats, dose_time, dose_status,
-                            patient_doses=pdoses)
+                            patient_doses=pdoses, snapshots=snapshots)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import __version__
 from ..engine.codegen import compile_model
-from ..engine.simulate import STATUS, SolverOptions, simulate
+from ..engine.simulate import STATUS, SolverOptions, simulate, snapshot_bytes
 from ..errors import ChemohostError, ScenarioError
 from .streams import os_exponentials
 from .trial_spec import OUTPUTS, Trial
@@ -119,6 +119,24 @@ def sample_trial_patients(trial: Trial, n: int, seed: int):
     return names, P, cov, acceptance
 
 
+#: most memory the first pass's restartable snapshots may take per engine call (larger chunks run in blocks)
+SNAPSHOT_BUDGET_BYTES = 128 * 2**20
+
+
+def _snapshot_days(regs, scan_days) -> np.ndarray:
+    """(N, S) the scan days at which the first pass saves restartable states: those up to 28 days after the
+    arm's last planned dose (a progression scan later than that can have doses still due only after long
+    delays; such patients are re-simulated from day 0), NaN elsewhere; bounds the snapshots' memory."""
+    from ..protocol.dosing import dose_table
+
+    table = dose_table(list(regs))
+    last = float(np.max(table.time)) if table.n else -np.inf
+    sd = np.asarray(scan_days, dtype=float)
+    sd = np.where(sd <= last + 28.0, sd, np.nan)
+    keep = np.isfinite(sd).any(axis=0)
+    return sd[:, keep]
+
+
 def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, scan_days):
     """Simulate patients ``ids`` (rows of ``P``) under ``regs`` and read their endpoints as a trial would:
     scans on ``scan_days`` with measurement error, and -- if the protocol stops treatment at progression
@@ -128,24 +146,51 @@ def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, sc
     from .endpoints import patient_endpoints
     from .scans import take_scans
 
+    stop_at_pd = trial.spec.stop_treatment_at_progression
+    # the scan days up to the end of dosing are step boundaries whether or not treatment stops at
+    # progression, so the course up to a progression is the same bit for bit in both protocols
+    snap_days = _snapshot_days(regs, scan_days)
+    n = P.shape[0]
+    if stop_at_pd and n > 1:
+        per = snapshot_bytes(cm, regs, snap_days.shape[1])
+        block = max(1, SNAPSHOT_BUDGET_BYTES // max(per, 1))
+        if block < n:  # bound the snapshots' memory: blocks of patients (patients are independent)
+            parts = [simulate_patients(cm, P[s:s + block], regs, times, opts, trial, seed, np.asarray(ids)[s:s + block],
+                                       scan_days[s:s + block]) for s in range(0, n, block)]
+            res = parts[0][0]
+            for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
+                setattr(res, name, np.concatenate([getattr(p[0], name) for p in parts]))
+            return res, pd.concat([p[1] for p in parts], ignore_index=True), sum(p[2] for p in parts)
+
     def endpoints(r):
         sc = take_scans(trial.scan_model, times, r.output("tumour_total"), r.output("met_burden"), scan_days, seed, ids)
         return patient_endpoints(r, assess_every_days=trial.assess_days, lab_every_days=trial.lab_days, scans=sc)
 
-    res = simulate(cm, P, regs, times, OUTPUTS, options=opts)
+    res = simulate(cm, P, regs, times, OUTPUTS, options=opts, snapshot_days=snap_days, keep_snapshots=stop_at_pd)
     ep = endpoints(res)
     k_re = 0
-    if trial.spec.stop_treatment_at_progression and res.dose_times is not None and res.dose_times.size:
+    if stop_at_pd and res.dose_times is not None and res.dose_times.size:
         pdd = ep["pd_day"].to_numpy(float)
         with np.errstate(invalid="ignore"):
             due_after = (res.dose_times >= pdd[:, None] - 1e-9) & np.isin(res.dose_status, (1, 2))
         redo = np.isfinite(pdd) & due_after.any(axis=1) & (res.status == 0)
         k_re = int(redo.sum())
         if k_re:
-            r2 = simulate(cm, P[redo], regs, times, OUTPUTS, options=opts, stop_days=pdd[redo])
-            for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
-                getattr(res, name)[redo] = getattr(r2, name)
+            # the second pass restarts each patient from the engine's snapshot at its progression scan (its
+            # course up to there is the first pass's); from day 0 where no snapshot was taken at that day
+            rows = np.flatnonzero(redo)
+            slot = res.snapshots.slot(pdd[rows], rows) if res.snapshots is not None else np.full(rows.size, -1)
+            for part, resume in ((slot >= 0, True), (slot < 0, False)):
+                if not part.any():
+                    continue
+                r = rows[part]
+                r2 = simulate(cm, P[r], regs, times, OUTPUTS, options=opts, stop_days=pdd[r],
+                              resume_from=(res, r, slot[part]) if resume else None,
+                              snapshot_days=None if resume else snap_days[r])
+                for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
+                    getattr(res, name)[r] = getattr(r2, name)
             ep = endpoints(res)
+    res.snapshots = None  # (large; not needed once the second pass is done)
     ep["patient"] = np.asarray(ids)
     return res, ep, k_re
 

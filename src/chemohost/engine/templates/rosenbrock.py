@@ -298,7 +298,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                  dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
                  bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, stats,
                  dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
-                 dose_time, dose_status, rule_resume):
+                 dose_time, dose_status, rule_resume, snap_t, snap_f, snap_i, start_snap):
     # dense_output: outputs inside a step from the continuous extension (else every output time
     # ends a step); sparse_lu: W factorised on its sparsity pattern (else dense LU every step)
     # Dosing protocol: a dose whose rule has a cycle-start threshold (rule_delay_th) and that opens
@@ -310,6 +310,10 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     # A rule with a finite rule_resume has hysteresis (adaptive therapy, Zhang 2017): once its output
     # falls below the lowest threshold the regimen pauses (doses held) until the output is back at or
     # above rule_resume.
+    # Restartable snapshots: at each time of snap_t (ascending, inf = unused; every one ends a segment) the
+    # whole solver state is saved, before that time's events, into snap_f[s] / snap_i[s] (layout below);
+    # start_snap >= 0 restarts from snapshot start_snap instead of t = 0 (with this call's stop_time, rules
+    # and outputs: rows of res before the snapshot must hold the earlier run's values).
     n = N_ODE
     nl = N_LIN
     y = np.zeros(n)
@@ -377,7 +381,94 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     # first accepted step after each kind of event (target, kind), scaled by the controller's
     # proposal: the next event of the same kind starts from it instead of being rejected down to it
     h_event = np.zeros(3 * (n + nl))
+    # snapshot layout. snap_f: t, h, y, xl, u, b, h_event, rate (per dose), ev_time, ev_amount, factors,
+    # dose_time; snap_i: k, j, steps, rejected, ev_kind, ev_target, ev_dose, bio_index, dose_status, then
+    # n_delays, discontinued, paused (n_g entries each: the caller's count of dose groups)
+    n_snap = snap_t.shape[0]
+    n_e = ev_time.shape[0]
+    n_d = factors.shape[0]
+    n_g = (snap_i.shape[1] - 4 - 4 * n_e - n_d) // 3
+    # snapshot arrays too short for the layout: the snapshot days are step boundaries only, nothing is saved
+    keep = snap_f.shape[1] >= 2 + 5 * (n + nl) + 3 * n_d + 2 * n_e and n_g >= n_groups
+    sn = 0
+    if start_snap >= 0:
+        sf = snap_f[start_snap]
+        si = snap_i[start_snap]
+        t = sf[0]
+        h = sf[1]
+        o_ = 2
+        for i in range(n):
+            y[i] = sf[o_ + i]
+            u[i] = sf[o_ + n + nl + i]
+        for i in range(nl):
+            xl[i] = sf[o_ + n + i]
+            b[i] = sf[o_ + 2 * n + nl + i]
+        o_ += 2 * (n + nl)
+        for i in range(3 * (n + nl)):
+            h_event[i] = sf[o_ + i]
+        o_ += 3 * (n + nl)
+        for q in range(n_d):
+            rate[q] = sf[o_ + q]
+            factors[q] = sf[o_ + n_d + 2 * n_e + q]
+            dose_time[q] = sf[o_ + 2 * n_d + 2 * n_e + q]
+            dose_status[q] = si[4 + 4 * n_e + q]
+        for q in range(n_e):
+            ev_time[q] = sf[o_ + n_d + q]
+            ev_amount[q] = sf[o_ + n_d + n_e + q]
+            ev_kind[q] = si[4 + q]
+            ev_target[q] = si[4 + n_e + q]
+            ev_dose[q] = si[4 + 2 * n_e + q]
+            bio_index[q] = si[4 + 3 * n_e + q]
+        for g in range(n_groups):
+            n_delays[g] = si[4 + 4 * n_e + n_d + g]
+            discontinued[g] = si[4 + 4 * n_e + n_d + n_g + g] != 0
+            paused[g] = si[4 + 4 * n_e + n_d + 2 * n_g + g] != 0
+        k = si[0]
+        j = si[1]
+        steps = si[2]
+        nrej = si[3]
+        sn = start_snap + 1
     while True:
+        while sn < n_snap and snap_t[sn] <= t + 1e-12 * max(1.0, abs(t)):
+            if not keep:
+                sn += 1
+                continue
+            sf = snap_f[sn]
+            si = snap_i[sn]
+            sf[0] = t
+            sf[1] = h
+            o_ = 2
+            for i in range(n):
+                sf[o_ + i] = y[i]
+                sf[o_ + n + nl + i] = u[i]
+            for i in range(nl):
+                sf[o_ + n + i] = xl[i]
+                sf[o_ + 2 * n + nl + i] = b[i]
+            o_ += 2 * (n + nl)
+            for i in range(3 * (n + nl)):
+                sf[o_ + i] = h_event[i]
+            o_ += 3 * (n + nl)
+            for q in range(n_d):
+                sf[o_ + q] = rate[q]
+                sf[o_ + n_d + 2 * n_e + q] = factors[q]
+                sf[o_ + 2 * n_d + 2 * n_e + q] = dose_time[q]
+                si[4 + 4 * n_e + q] = dose_status[q]
+            for q in range(n_e):
+                sf[o_ + n_d + q] = ev_time[q]
+                sf[o_ + n_d + n_e + q] = ev_amount[q]
+                si[4 + q] = ev_kind[q]
+                si[4 + n_e + q] = ev_target[q]
+                si[4 + 2 * n_e + q] = ev_dose[q]
+                si[4 + 3 * n_e + q] = bio_index[q]
+            for g in range(n_groups):
+                si[4 + 4 * n_e + n_d + g] = n_delays[g]
+                si[4 + 4 * n_e + n_d + n_g + g] = 1 if discontinued[g] else 0
+                si[4 + 4 * n_e + n_d + 2 * n_g + g] = 1 if paused[g] else 0
+            si[0] = k
+            si[1] = j
+            si[2] = steps
+            si[3] = nrej
+            sn += 1
         # 1. events at the current time (stops sorted before starts/boluses at equal times)
         k_seg = k
         while k < n_ev and ev_time[k] <= t + 1e-12 * max(1.0, abs(t)):
@@ -460,6 +551,8 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
         t_next = ev_time[k] if k < n_ev else t_end
         if t_next > t_end:
             t_next = t_end
+        if sn < n_snap and snap_t[sn] < t_next:
+            t_next = snap_t[sn]
         # 2. modal coordinates of the linear sub-system for this segment
         for i in range(nl):
             acc0 = 0.0
@@ -685,14 +778,15 @@ def simulate_batch(P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev
                    dose_rule, rule_output, rule_thresholds, rule_factors, rule_n,
                    bio_index, t_out, out_sel, rtol, atol, max_steps, dense_output, sparse_lu, res, factors, status,
                    stats, dose_group, dose_cstart, rule_delay_th, rule_delay_days, rule_max_delays, stop_time,
-                   dose_time, dose_status, rule_resume):
+                   dose_time, dose_status, rule_resume, snap_t, snap_f, snap_i, start_snap):
     for i in nb.prange(P.shape[0]):
         status[i] = simulate_one(P[i], V[i], Vinv[i], lam[i], mode_needed[i], ev_time[i], ev_kind[i], ev_target[i],
                                  ev_amount[i], ev_dose[i], n_ev[i], dose_rule[i], rule_output,
                                  rule_thresholds, rule_factors, rule_n, bio_index[i], t_out, out_sel,
                                  rtol, atol, max_steps, dense_output, sparse_lu, res[i], factors[i], stats[i],
                                  dose_group[i], dose_cstart[i], rule_delay_th, rule_delay_days, rule_max_delays,
-                                 stop_time[i], dose_time[i], dose_status[i], rule_resume)
+                                 stop_time[i], dose_time[i], dose_status[i], rule_resume, snap_t[i], snap_f[i],
+                                 snap_i[i], start_snap[i])
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
