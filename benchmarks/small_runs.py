@@ -1,9 +1,9 @@
 """What a user waits for on small runs: the first compile of a model, and a 300-patient trial end to end.
 
 1. First compile with an empty cache (a fresh ``CHEMOHOST_CACHE_DIR``, in a fresh process each): the sympy
-   code generation and numba's compile of the generated module, for ``host_response`` (the full model) and,
-   as the peer, ``chemo_core`` (the chemotherapy core, 5x fewer flows), then the load from the cache that every
-   later run pays.
+   code generation, then the compile of the engine with the C back end (the system C compiler, the default)
+   and, as the peer, numba's, for ``host_response`` (the full model) and ``chemo_core`` (the chemotherapy core,
+   5x fewer flows), then the load from the cache that every later run pays.
 2. ``chemohost trial scenarios/trial_pancreatic_il1_blockade.yaml`` (300 patients x 3 arms, report included),
    warm cache, as a user runs it (a fresh process, wall clock, best of ``--repeats``), split with the run's own
    manifest timings and the cost of importing the CLI; the peer is the engine alone in this process on the same
@@ -36,30 +36,29 @@ from chemohost.api import parameter_vector
 from chemohost.engine import codegen
 t1 = time.perf_counter()
 m = ch.get_model({model!r})
-if {cold}:  # (a cached run reads the generator's results from the cache index instead)
-    codegen._generated[codegen.declaration_key(m, True)] = codegen.generate_source(m, True)
+cm = codegen.compile_model(m, True)  # sympy code generation (or, cached, the index) and the module's import
 t2 = time.perf_counter()
-cm = codegen.compile_model(m, True)
 names, p, _ = parameter_vector(m, "human", {{}})
 regs = [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 21, 1)]
-ch.simulate(cm, p[None], regs, np.arange(0, 7.0), cm.output_names[:1])
+ch.simulate(cm, p[None], regs, np.arange(0, 7.0), cm.output_names[:1], options=ch.SolverOptions(backend={backend!r}))
 t3 = time.perf_counter()
-print(json.dumps({{"import": t1 - t0, "generate": t2 - t1, "numba": t3 - t2}}))
+print(json.dumps({{"import": t1 - t0, "generate": t2 - t1, "compile": t3 - t2}}))
 """
 
 
-def first_compile(model: str) -> dict:
-    """Seconds of a first compile of ``model`` in a fresh process with an empty cache, then of a cached load."""
+def first_compile(model: str, backend: str) -> dict:
+    """Seconds of a first compile of ``model`` for ``backend`` in a fresh process with an empty cache, then of a
+    cached load (another fresh process)."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "CHEMOHOST_CACHE_DIR": cache}
         out = []
-        for cold in (True, False):  # empty cache, then warm
-            r = subprocess.run([sys.executable, "-c", _COMPILE.format(model=model, cold=cold)], env=env,
+        for _ in ("cold", "warm"):
+            r = subprocess.run([sys.executable, "-c", _COMPILE.format(model=model, backend=backend)], env=env,
                                capture_output=True, text=True, check=True)
             out.append(json.loads(r.stdout.strip().splitlines()[-1]))
     cold, warm = out
-    return {"generate": cold["generate"], "numba": cold["numba"], "total": cold["generate"] + cold["numba"],
-            "cached": warm["generate"] + warm["numba"]}
+    return {"generate": cold["generate"], "compile": cold["compile"], "total": cold["generate"] + cold["compile"],
+            "cached": warm["generate"] + warm["compile"]}
 
 
 def cli_trial(repeats: int) -> dict:
@@ -92,8 +91,11 @@ def _wall(cmd) -> float:
     return time.perf_counter() - t0
 
 
-def engine_alone(repeats: int) -> tuple[float, int]:
-    """Best seconds of the engine on the trial's 300 patients x 3 arms in this process (warm), and patient-arms."""
+def engine_alone(repeats: int, backend: str) -> tuple[float, int]:
+    """Best seconds of the engine (``backend``) on the trial's 300 patients x 3 arms in this process (warm), and
+    patient-arms."""
+    import dataclasses
+
     import numpy as np
     import yaml
 
@@ -103,14 +105,15 @@ def engine_alone(repeats: int) -> tuple[float, int]:
 
     trial = Trial.from_dict(yaml.safe_load(TRIAL.read_text()), str(TRIAL))
     st = setup_trial(trial, trial.spec.seed)
+    opts = dataclasses.replace(st.opts, backend=backend)
     names, P, _, _ = sample_trial_patients(trial, trial.spec.patients, trial.spec.seed)
     times = np.arange(0.0, trial.follow_up_days + 1.0)
-    ch.simulate(st.cm, P[:2], trial.arms[trial.spec.control], times, ["ANC"], options=st.opts)
+    ch.simulate(st.cm, P[:2], trial.arms[trial.spec.control], times, ["ANC"], options=opts)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         for regs in trial.arms.values():
-            ch.simulate(st.cm, P, regs, times, ["ANC", "NLR", "tumour_total"], options=st.opts)
+            ch.simulate(st.cm, P, regs, times, ["ANC", "NLR", "tumour_total"], options=opts)
         best = min(best, time.perf_counter() - t0)
     return best, P.shape[0] * len(trial.arms)
 
@@ -124,16 +127,19 @@ def main():
     import chemohost as ch
 
     print(f"chemohost {ch.__version__}, numba {numba.__version__}; {os.cpu_count()} CPUs; {sys.platform}")
-    print("\nFirst compile, empty cache, fresh process (s):")
-    print("| model | sympy code generation | numba compile + first call | total | later runs (cached load) |")
-    print("|---|---|---|---|---|")
-    comp = {m: first_compile(m) for m in ("host_response", "chemo_core")}
-    for m, c in comp.items():
-        print(f"| {m} | {c['generate']:.1f} | {c['numba']:.1f} | {c['total']:.1f} | {c['cached']:.2f} |")
-    print(f"host_response / chemo_core: {comp['host_response']['total'] / comp['chemo_core']['total']:.1f}x; "
-          f"target <= 15 s: {'met' if comp['host_response']['total'] <= 15 else 'not met'}")
+    print("\nFirst compile, empty cache, fresh process (s); engine back ends: the C compiler (default) and, as the")
+    print("peer, numba:")
+    print("| model | back end | sympy code generation | compile + first call | total | later runs (cached load) |")
+    print("|---|---|---|---|---|---|")
+    comp = {(m, b): first_compile(m, b) for m in ("host_response", "chemo_core") for b in ("c", "numba")}
+    for (m, b), c in comp.items():
+        print(f"| {m} | {b} | {c['generate']:.1f} | {c['compile']:.1f} | {c['total']:.1f} | {c['cached']:.2f} |")
+    hc, hn = comp[("host_response", "c")]["total"], comp[("host_response", "numba")]["total"]
+    print(f"host_response: C {hc:.1f} s vs numba {hn:.1f} s ({hn / hc:.1f}x); "
+          f"target <= 15 s: {'met' if hc <= 15 else 'not met'} (C), {'met' if hn <= 15 else 'not met'} (numba)")
     run = cli_trial(a.repeats)
-    eng, n = engine_alone(a.repeats)
+    eng, n = engine_alone(a.repeats, "c")
+    eng_nb, _ = engine_alone(a.repeats, "numba")
     print(f"\n`chemohost trial {TRIAL.relative_to(ROOT)}` (300 patients x 3 arms, warm cache), best of {a.repeats} (s):")
     print("| wall | python start | import chemohost.cli | model load | simulate + endpoints | statistics | "
           "setup, report and writing |")
@@ -141,7 +147,8 @@ def main():
     print(f"| {run['wall']:.2f} | {run['python']:.2f} | {run['import_cli']:.2f} | {run['compile_or_load']:.2f} | "
           f"{run['simulate_and_endpoints']:.2f} | {run['statistics']:.2f} | {run['rest']:.2f} |")
     print(f"peer, the engine alone on the same {n} patient-arms in this process: {eng:.2f} s "
-          f"({n / eng:.0f} patient-arms/s); the whole run takes {run['wall'] / eng:.1f}x that; "
+          f"({n / eng:.0f} patient-arms/s; numba back end {eng_nb:.2f} s, {n / eng_nb:.0f}/s); the whole run takes "
+          f"{run['wall'] / eng:.1f}x that; "
           f"target <= 4 s: {'met' if run['wall'] <= 4 else 'not met'}")
 
 

@@ -143,17 +143,20 @@ def test_same_result_whatever_the_batch_split():
     np.testing.assert_array_equal(whole, parts)
 
 
-def test_compiled_code_is_cached_on_disk(tmp_path):
-    """A second process loads the machine code from the cache instead of compiling again."""
+@pytest.mark.parametrize("backend,pattern", [("numba", "*.nbi"), ("c", "chemohost_c_*.so")])
+def test_compiled_code_is_cached_on_disk(tmp_path, backend, pattern):
+    """A second process loads the machine code from the cache instead of compiling again (numba's index files,
+    or the C engine's shared library, next to the generated module)."""
     env = dict(os.environ, CHEMOHOST_CACHE_DIR=str(tmp_path))
     code = ("import time,numpy as np,chemohost as ch;from chemohost.api import parameter_vector;"
             "m=ch.get_model('gemcitabine_pk');n,p,_=parameter_vector(m,'human');t=time.time();"
-            "ch.simulate(m,p[None],[ch.Regimen('gemcitabine',1000,'bsa','iv',0.02,(1,),7,1)],[1.0]);"
+            "ch.simulate(m,p[None],[ch.Regimen('gemcitabine',1000,'bsa','iv',0.02,(1,),7,1)],[1.0],"
+            f"options=ch.SolverOptions(backend={backend!r}));"
             "print(time.time()-t)")
     first = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
     second = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
-    files = list(Path(tmp_path).rglob("*.nbi"))
-    assert files, "numba index files should be written next to the generated module"
+    files = list(Path(tmp_path).rglob(pattern))
+    assert files, f"{pattern} should be written next to the generated module"
     assert second < first / 3
 
 

@@ -37,6 +37,9 @@ class SolverOptions:
     ``sparse_lu``: factorise the iteration matrix with generated code on the Jacobian's sparsity
     pattern (falls back to dense partial-pivoting LU when that elimination would be unstable);
     ``False`` uses dense LU every step.  Both change results only within the tolerances.
+    ``backend="c"`` runs the CPU engine compiled by the system C compiler (:mod:`.cbackend`: a first compile
+    in seconds instead of numba's ~40 s for the full model; results agree with numba to round-off);
+    ``"numba"`` the numba-compiled one; ``"auto"`` (default) C when a C compiler is found, else numba.
     """
 
     rtol: float = 1e-6
@@ -47,8 +50,11 @@ class SolverOptions:
     device: str = "cpu"  # "gpu": the CUDA kernel generated from the same module (engine/gpu.py)
     dense_output: bool = True
     sparse_lu: bool = True
+    backend: str = "auto"  # CPU: "c" (the solver compiled by the system C compiler), "numba", "auto" (c if a compiler is found)
 
     def __post_init__(self):
+        if self.backend not in ("auto", "numba", "c"):
+            raise SolverError(f"backend must be 'auto', 'c' or 'numba', got {self.backend!r}")
         if not (0 < self.rtol < 1):
             raise SolverError(f"rtol must lie in (0, 1), got {self.rtol}")
         if not self.atol > 0:
@@ -139,14 +145,19 @@ def _eig(A: np.ndarray):
     return lam, V, imag | ~np.isfinite(cond) | (cond > 1e10)
 
 
-def _linear_decomposition(cm: CompiledModel, P: np.ndarray):
+def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numba"):
     n, L = P.shape[0], len(cm.lin_species)
     bad = np.zeros(n, dtype=bool)
     if L == 0:
         z = np.zeros((n, 0, 0))
         return z, z.copy(), np.zeros((n, 0)), bad
     A = np.zeros((n, L, L))
-    cm.module.lin_matrices(P, A)
+    if backend == "c":
+        from .cbackend import lin_matrices_c
+
+        lin_matrices_c(cm, P, A)
+    else:
+        cm.module.lin_matrices(P, A)
     # a patient with NaN/inf parameters must not kill the batch: numpy's batched eig raises for the
     # whole stack, so such patients get an identity basis here and are flagged (status 4 -> 3 below)
     nonfinite = ~np.isfinite(A).all(axis=(1, 2))
@@ -324,6 +335,27 @@ def _patient_groups(doses: PatientDoses):
     return np.ascontiguousarray(group), cstart
 
 
+def _backend(options: SolverOptions, cm: CompiledModel) -> str:
+    """The CPU back end a run uses ("c" or "numba"; the GPU kernel is numba's).  ``auto`` takes the C engine
+    when a C compiler is found and builds it, else numba (with a warning if the build failed)."""
+    if options.device != "cpu":
+        return "numba"
+    if options.backend == "auto":
+        from .cbackend import available, library
+
+        if not available():
+            return "numba"
+        try:
+            library(cm)
+        except SolverError as exc:
+            import warnings
+
+            warnings.warn(f"the C engine could not be built, using numba instead: {exc}", RuntimeWarning, stacklevel=3)
+            return "numba"
+        return "c"
+    return options.backend
+
+
 def _snapshot_layout(cm: CompiledModel, n_events: int, n_doses: int, n_groups: int) -> tuple[int, int]:
     """Lengths of one snapshot's float and integer parts (the solver template's layout)."""
     n_x = len(cm.ode_species) + len(cm.lin_species)
@@ -483,7 +515,8 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         snap_i[:, :, 1 if keep_snapshots else 0] = -1
     else:
         snap_t, snap_f, snap_i = np.zeros((n, 0)), np.zeros((n, 0, 1)), np.zeros((n, 0, 1), dtype=np.int64)
-    V, Vinv, lam, bad = _linear_decomposition(cm, P)
+    backend = _backend(options, cm)
+    V, Vinv, lam, bad = _linear_decomposition(cm, P, backend)
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
     # a mode matters to the integrated states if its eigenvector has a non-negligible entry in a
     # linear state they read (entries ~1e-18 are round-off of exact structural zeros)
@@ -508,6 +541,10 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
             from .gpu import simulate_batch_gpu
 
             simulate_batch_gpu(cm, args)
+        elif options.device == "cpu" and backend == "c":
+            from .cbackend import simulate_batch_c
+
+            simulate_batch_c(cm, args, numba.get_num_threads())
         elif options.device == "cpu":
             cm.module.simulate_batch(*args)
         else:

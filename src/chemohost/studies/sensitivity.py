@@ -238,7 +238,7 @@ class SensitivityStudy(Study):
         trial, base = self.base.trial, self.base
         sv = trial.spec.solver
         opts = SolverOptions(rtol=sv.rtol, atol=sv.atol, max_steps=sv.max_steps, closed_form=sv.closed_form,
-                             device=sv.device)
+                             device=sv.device, backend=sv.backend)
         grid = base.grid([r.time for r in self.readouts])
         outputs = readout_outputs(self.readouts)
         typical = base.typical.copy()

@@ -76,7 +76,8 @@ def setup_trial(trial: Trial, seed: int, progress: bool = False) -> TrialSetup:
         print(f"compiling model {trial.model.name} (cached after the first run) ...", file=sys.stderr, flush=True)
     cm = compile_model(trial.model, spec.solver.closed_form)
     opts = SolverOptions(rtol=spec.solver.rtol, atol=spec.solver.atol, max_steps=spec.solver.max_steps,
-                         closed_form=spec.solver.closed_form, device=spec.solver.device)
+                         closed_form=spec.solver.closed_form, device=spec.solver.device,
+                         backend=spec.solver.backend)
     if opts.device == "gpu":
         from ..engine.gpu import check_gpu
 

@@ -1,0 +1,330 @@
+"""The CPU engine compiled by the system C compiler instead of numba (``SolverOptions(backend="c")``).
+
+The generated numba module of a model stays the single source of the model's mathematics: its kernels
+(right-hand side, sparse Jacobians, the generated sparse LU and solve, outputs, initial state, derived
+parameters, the linear PK matrix) are translated to C statement by statement from their Python syntax tree
+(:func:`kernels_c`: straight-line arithmetic, ``if``/``return``, subscripts; ``max``/``min`` with Python's
+semantics), and ``templates/rosenbrock.c``, a line-by-line translation of the solver template
+``templates/rosenbrock.py``, is appended.  The text is compiled once per model into a shared library
+(``gcc -O2 -fopenmp -ffp-contract=off``; cached beside the numba module, keyed by the text and the compiler)
+and called through ctypes, which releases the GIL; patients run in an OpenMP loop.
+
+Why: numba spends ~40 s typing and lowering the generated module of ``host_response`` on a first run; the
+C compiler builds the same kernels in about a second (``benchmarks/small_runs.py``).  Without floating-point
+contraction both back ends perform the same operations in the same order, so they agree to round-off
+(tests/test_cbackend.py).  The GPU kernel (:mod:`.gpu`) is still generated from the numba module.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SolverError
+
+_TEMPLATE = Path(__file__).with_name("templates") / "rosenbrock.c"
+#: the kernels the C template calls
+KERNELS = ("derived", "rhs", "jac_sp", "jac_lin_sp", "lu_sp", "solve_sp", "output_one", "init_state", "lin_matrix")
+_RETURNS = {"lu_sp": "int", "output_one": "double"}
+FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-std=gnu11"]
+#: on x86-64 the library is built for this CPU (AVX-512 etc., as numba does); its cache key then names the CPU, so a
+#: cache directory shared by machines of different CPUs holds one library per CPU
+NATIVE = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
+_loaded: dict = {}
+
+
+class KernelC(ast.NodeVisitor):
+    """C text of one generated kernel (the subset of Python the code generator writes)."""
+
+    def __init__(self, n_lin: int):
+        self.n_lin = n_lin
+
+    def index(self, node) -> str:
+        return str(node.value) if isinstance(node, ast.Constant) else self.expr(node)
+
+    def expr(self, n) -> str:
+        if isinstance(n, ast.Constant):
+            if isinstance(n.value, bool):
+                return "1" if n.value else "0"
+            if isinstance(n.value, (int, float)):
+                return repr(float(n.value))
+        elif isinstance(n, ast.Name):
+            return n.id
+        elif isinstance(n, ast.Attribute) and ast.unparse(n) in ("math.nan", "math.inf", "np.nan", "np.inf"):
+            return "NAN" if ast.unparse(n).endswith("nan") else "INFINITY"
+        elif isinstance(n, ast.Subscript):
+            name = n.value.id
+            if isinstance(n.slice, ast.Tuple):  # 2-D (lin_matrix's A, row-major)
+                i, j = (self.index(e) for e in n.slice.elts)
+                return f"{name}[({i}) * {self.n_lin} + ({j})]"
+            return f"{name}[{self.index(n.slice)}]"
+        elif isinstance(n, ast.BinOp):
+            a, b = self.expr(n.left), self.expr(n.right)
+            if isinstance(n.op, ast.Pow):
+                if isinstance(n.right, ast.Constant) and n.right.value == 2:
+                    return f"_sq({a})"  # numba: x*x for an integer literal 2
+                if isinstance(n.right, ast.Constant) and isinstance(n.right.value, int):
+                    raise SolverError(f"C code generation: integer power {n.right.value} is not supported")
+                return f"pow({a}, {b})"
+            ops = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.BitAnd: "&", ast.BitOr: "|"}
+            if type(n.op) in ops:
+                return f"({a} {ops[type(n.op)]} {b})"
+        elif isinstance(n, ast.UnaryOp):
+            if isinstance(n.op, ast.USub):
+                return f"(-{self.expr(n.operand)})"
+            if isinstance(n.op, ast.Not):
+                return f"(!{self.expr(n.operand)})"
+        elif isinstance(n, ast.Call):
+            f, args = ast.unparse(n.func), [self.expr(a) for a in n.args]
+            if f in ("max", "min"):
+                out = args[0]
+                for a in args[1:]:
+                    out = f"_p{f}({out}, {a})"
+                return out
+            fn = {"abs": "fabs", "float": "(double)", "math.isfinite": "isfinite", "math.exp": "exp",
+                  "math.log": "log", "math.sqrt": "sqrt", "math.expm1": "expm1", "math.log1p": "log1p"}.get(f)
+            if fn:
+                return f"{fn}({', '.join(args)})"
+        elif isinstance(n, ast.Compare) and len(n.ops) == 1:
+            ops = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+            side = [self.index(e) if isinstance(e, ast.Constant) and type(e.value) is int else self.expr(e)
+                    for e in (n.left, n.comparators[0])]  # (int == int: output_one's switch on k)
+            return f"({side[0]} {ops[type(n.ops[0])]} {side[1]})"
+        elif isinstance(n, ast.IfExp):
+            return f"({self.expr(n.test)} ? {self.expr(n.body)} : {self.expr(n.orelse)})"
+        raise SolverError(f"C code generation: unsupported expression {ast.unparse(n)[:120]!r}")
+
+    def body(self, stmts, declared: set, ind: str = "    ") -> list[str]:
+        out = []
+        for st in stmts:
+            if isinstance(st, ast.Assign) and len(st.targets) == 1:
+                tg = st.targets[0]
+                if isinstance(tg, ast.Name):
+                    out.append(f"{ind}{'' if tg.id in declared else 'double '}{tg.id} = {self.expr(st.value)};")
+                    declared.add(tg.id)
+                elif (isinstance(tg, ast.Subscript) and isinstance(tg.slice, ast.Tuple)
+                      and all(isinstance(e, ast.Slice) for e in tg.slice.elts)):  # A[:, :] = value
+                    nn = self.n_lin * self.n_lin
+                    out.append(f"{ind}for (int _i = 0; _i < {nn}; _i++) {tg.value.id}[_i] = {self.expr(st.value)};")
+                else:
+                    out.append(f"{ind}{self.expr(tg)} = {self.expr(st.value)};")
+            elif isinstance(st, ast.AugAssign) and type(st.op) in (ast.Add, ast.Sub, ast.Mult):
+                op = {ast.Add: "+=", ast.Sub: "-=", ast.Mult: "*="}[type(st.op)]
+                out.append(f"{ind}{self.expr(st.target)} {op} {self.expr(st.value)};")
+            elif isinstance(st, ast.Return):
+                out.append(f"{ind}return {self.expr(st.value)};" if st.value is not None else f"{ind}return;")
+            elif isinstance(st, ast.If):
+                out.append(f"{ind}if ({self.expr(st.test)}) {{")
+                out += self.body(st.body, set(declared), ind + "    ")
+                if st.orelse:
+                    out.append(f"{ind}}} else {{")
+                    out += self.body(st.orelse, set(declared), ind + "    ")
+                out.append(f"{ind}}}")
+            elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
+                continue  # docstring
+            elif isinstance(st, ast.Pass):
+                continue
+            else:
+                raise SolverError(f"C code generation: unsupported statement {ast.unparse(st)[:120]!r}")
+        return out
+
+
+def _constants(tree) -> dict:
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, v = node.targets[0].id, node.value
+            if isinstance(v, ast.Constant) and isinstance(v.value, (int, float)):
+                out[name] = v.value
+            elif isinstance(v, ast.Call) and ast.unparse(v.func) == "np.array" and v.args:
+                out[name] = [int(x) for x in ast.literal_eval(v.args[0])]
+    return out
+
+
+def kernels_c(py_source: str) -> str:
+    """The C header (constants) and kernels of a generated numba module's text."""
+    tree = ast.parse(py_source)
+    c = _constants(tree)
+    need = ["N_ODE", "N_LIN", "N_OUT", "N_DERIVED", "N_JAC", "N_JLIN", "N_LU", "LIN_NEEDED", "JROW", "JCOL",
+            "JLROW", "JLCOL", "REL_FLOOR", "LU_GROWTH_MAX"]
+    missing = [k for k in need if k not in c]
+    if missing:
+        raise SolverError(f"C code generation: the generated module has no {missing}; update engine/cbackend.py")
+    lines = ["#include <math.h>", "#include <stdint.h>", "#include <stdlib.h>", ""]
+    for k in ("N_ODE", "N_LIN", "N_OUT", "N_DERIVED", "N_JAC", "N_JLIN", "N_LU"):
+        lines.append(f"#define {k} {int(c[k])}")
+        lines.append(f"#define {k}1 {max(int(c[k]), 1)}")
+    lines.append(f"#define N_NEEDED {len(c['LIN_NEEDED'])}")
+    lines.append(f"#define N_NEEDED1 {max(len(c['LIN_NEEDED']), 1)}")
+    lines.append(f"#define REL_FLOOR {float(c['REL_FLOOR'])!r}")
+    lines.append(f"#define LU_GROWTH_MAX {float(c['LU_GROWTH_MAX'])!r}")
+    for k in ("LIN_NEEDED", "JROW", "JCOL", "JLROW", "JLCOL"):
+        vals = c[k] or [0]
+        lines.append(f"static const int64_t {k}[{len(vals)}] = {{{', '.join(map(str, vals))}}};")
+    lines += ["static inline double _sq(double x) { return x * x; }",
+              "static inline double _pmax(double a, double b) { return b > a ? b : a; }  /* Python's max */",
+              "static inline double _pmin(double a, double b) { return b < a ? b : a; }  /* Python's min */", ""]
+    found = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in KERNELS}
+    if set(found) != set(KERNELS):
+        raise SolverError(f"C code generation: kernels {sorted(set(KERNELS) - set(found))} not found; "
+                          "update engine/cbackend.py")
+    conv = KernelC(int(c["N_LIN"]))
+    for name in KERNELS:
+        f = found[name]
+        args = []
+        for a in f.args.args:
+            if a.arg in ("t", "ig"):
+                args.append(f"double {a.arg}")
+            elif a.arg == "k":
+                args.append(f"int64_t {a.arg}")
+            else:
+                args.append(f"double *restrict {a.arg}")
+        lines.append(f"static {_RETURNS.get(name, 'void')} {name}({', '.join(args)}) {{")
+        lines += conv.body(f.body, set())
+        if name == "output_one":
+            lines.append("    return NAN;")
+        lines += ["}", ""]
+    return "\n".join(lines)
+
+
+def c_source(py_source: str) -> str:
+    """The whole C text (kernels, then the solver template) of a generated numba module's text."""
+    return kernels_c(py_source) + "\n" + _TEMPLATE.read_text()
+
+
+def _cpu_id() -> str:
+    """What the native build depends on: the machine and its CPU's feature flags."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        flags = platform.processor()
+    return platform.machine() + flags
+
+
+def available() -> bool:
+    """A C compiler is there (the ``auto`` backend then uses this engine)."""
+    try:
+        compiler()
+        return True
+    except SolverError:
+        return False
+
+
+def compiler() -> str:
+    """The C compiler (``$CC``, else gcc or cc on PATH)."""
+    env = os.environ.get("CC")
+    if env:
+        cc = shutil.which(env)
+        if not cc:
+            raise SolverError(f"backend 'c': the C compiler $CC={env!r} was not found; set CC to an installed compiler "
+                              "or unset it")
+        return cc
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise SolverError("backend 'c' needs a C compiler (gcc, or $CC); none was found on PATH. Install gcc "
+                          "(Debian: apt-get install gcc) or use backend 'numba'")
+    return cc
+
+
+def library(cm):
+    """The compiled C engine of model ``cm`` (built once, cached beside its numba module)."""
+    cc = compiler()
+    if (cm.module.__file__, cc) in _loaded:
+        return _loaded[(cm.module.__file__, cc)]
+    text = c_source(Path(cm.module.__file__).read_text())
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError as exc:
+        raise SolverError(f"backend 'c': the C compiler {cc!r} does not run ({exc})") from None
+    flags = FLAGS + NATIVE
+    key = hashlib.sha256("\0".join([text, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
+    if key in _loaded:
+        return _loaded[key]
+    directory = Path(cm.module.__file__).parent
+    so = directory / f"chemohost_c_{key}.so"
+    if not so.exists():
+        src = directory / f"chemohost_c_{key}.c"
+        tmp_src = src.with_suffix(f".{os.getpid()}.c")
+        tmp_src.write_text(text)
+        tmp = so.with_suffix(f".{os.getpid()}.so")
+        r = subprocess.run([cc, *flags, "-o", str(tmp), str(tmp_src), "-lm"], capture_output=True, text=True)
+        if r.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise SolverError(f"backend 'c': compiling {tmp_src} failed ({cc} exit {r.returncode}):\n"
+                              f"{r.stderr[-2000:]}")
+        os.replace(tmp_src, src)
+        os.replace(tmp, so)
+    lib = ctypes.CDLL(str(so))
+    i64, dbl, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+    lib.simulate_batch.restype = None
+    lib.simulate_batch.argtypes = [i64] * 12 + [ptr] * 19 + [dbl, dbl, i64, i64, i64] + [ptr] * 17 + [i64]
+    lib.lin_matrices.restype = None
+    lib.lin_matrices.argtypes = [i64, i64, i64, ptr, ptr]
+    lib.init_states.restype = None
+    lib.init_states.argtypes = [i64, i64, ptr, ptr, ptr]
+    _loaded[key] = _loaded[(cm.module.__file__, cc)] = lib
+    return lib
+
+
+def _c(a, dtype):
+    """A C-contiguous array of ``dtype`` (a copy only where needed) for read-only arguments."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _out(a, dtype, name):
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable):
+        raise SolverError(f"backend 'c': {name} must be a writeable C-contiguous {np.dtype(dtype).name} array")
+    return a
+
+
+def simulate_batch_c(cm, args: list, threads: int) -> None:
+    """Run the C engine on ``args`` (exactly the numba ``simulate_batch`` arguments), writing the result arrays
+    in place."""
+    lib = library(cm)
+    (P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev, dose_rule, rule_out,
+     rule_th, rule_fa, rule_n, ev_bio, times, out_sel, rtol, atol, max_steps, dense, sparse, res, factors, status,
+     stats, dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume,
+     snap_t, snap_f, snap_i, start_snap) = args
+    f8, i8, b1 = np.float64, np.int64, np.bool_
+    N, NP = P.shape
+    nl = lam.shape[1] if lam.ndim == 2 else 0
+    E = ev_time.shape[1]
+    D1 = factors.shape[1]
+    R, B = rule_th.shape
+    T, K = times.shape[0], out_sel.shape[0]
+    NS, LF, LI = snap_f.shape[1], snap_f.shape[2], snap_i.shape[2]
+    keep = [
+        _c(P, f8), _c(V, f8), _c(Vinv, f8), _c(lam, f8), _c(mode_needed, b1),
+        _out(ev_time, f8, "ev_time"), _out(ev_kind, i8, "ev_kind"), _out(ev_target, i8, "ev_target"),
+        _out(ev_amount, f8, "ev_amount"), _out(ev_dose, i8, "ev_dose"), _c(n_ev, i8), _c(dose_rule, i8),
+        _c(rule_out, i8), _c(rule_th, f8), _c(rule_fa, f8), _c(rule_n, i8), _out(ev_bio, i8, "bio_index"),
+        _c(times, f8), _c(out_sel, i8),
+    ]
+    tail = [
+        _out(res, f8, "res"), _out(factors, f8, "factors"), _out(status, i8, "status"), _out(stats, i8, "stats"),
+        _c(dose_group, i8), _c(dose_cstart, b1), _c(delay_th, f8), _c(delay_days, f8), _c(max_delays, i8),
+        _c(stop, f8), _out(dose_time, f8, "dose_time"), _out(dose_status, np.int8, "dose_status"), _c(resume, f8),
+        _c(snap_t, f8), _out(snap_f, f8, "snap_f"), _out(snap_i, i8, "snap_i"), _c(start_snap, i8),
+    ]
+    lib.simulate_batch(N, NP, nl, E, D1, R, B, T, K, NS, LF, LI, *[a.ctypes.data for a in keep],
+                       float(rtol), float(atol), int(max_steps), int(bool(dense)), int(bool(sparse)),
+                       *[a.ctypes.data for a in tail], int(threads))
+
+
+def lin_matrices_c(cm, P: np.ndarray, A: np.ndarray) -> None:
+    """(N, L, L) the linear sub-system's matrix of each patient, in place (the C ``lin_matrix``)."""
+    P = _c(P, np.float64)
+    _out(A, np.float64, "A")
+    library(cm).lin_matrices(P.shape[0], P.shape[1], A.shape[1] if A.ndim == 3 else 0, P.ctypes.data, A.ctypes.data)

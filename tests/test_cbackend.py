@@ -1,0 +1,145 @@
+"""The CPU engine compiled by the system C compiler (engine/cbackend.py) against the numba engine: the same
+solver, so the same steps, events, rules, snapshots and outputs (to round-off); clear errors without a compiler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chemohost.api import parameter_vector, sample_patients
+from chemohost.engine import cbackend
+from chemohost.engine.codegen import compile_model
+from chemohost.engine.simulate import SolverOptions, simulate
+from chemohost.errors import SolverError
+from chemohost.model.registry import get_model
+from chemohost.protocol.dosing import Regimen, parse_dose
+from chemohost.studies.indications import load_indication
+
+pytestmark = pytest.mark.skipif(not cbackend.available(), reason="no C compiler")
+
+FIELDS = ("status", "steps", "dose_factors", "dose_times", "dose_status")
+
+
+def _both(cm, P, regs, t, outs, **kw):
+    opts = dict(rtol=kw.pop("rtol", 1e-6), atol=kw.pop("atol", 1e-10), max_steps=kw.pop("max_steps", 200_000))
+    a = simulate(cm, P, regs, t, outs, options=SolverOptions(backend="numba", **opts), **kw)
+    b = simulate(cm, P, regs, t, outs, options=SolverOptions(backend="c", **opts), **kw)
+    return a, b
+
+
+def _agree(a, b):
+    for f in FIELDS:
+        assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
+    fin = np.isfinite(a.values)
+    assert np.array_equal(fin, np.isfinite(b.values))
+    rel = np.abs(a.values[fin] - b.values[fin]) / np.maximum(np.abs(a.values[fin]), 1e-300)
+    assert rel.size == 0 or rel.max() <= 1e-12, rel.max()
+
+
+@pytest.fixture(scope="module")
+def host():
+    m = get_model("host_response")
+    ind = load_indication("pancreatic_advanced", m.parameters)
+    names, typ, cvs = parameter_vector(m, "human", dict(ind.parameters))
+    P = sample_patients(typ, cvs, 6, 11, True)
+    P[0, names.index("bm_slope_gem")] *= 8.0   # deep nadir: the ANC rule holds and delays doses
+    P[1, names.index("tumour_k2_gem")] *= 6.0  # deep response: the hysteresis rule pauses
+    return compile_model(m), names, P
+
+
+def test_c_engine_equals_numba_on_the_full_model_with_rules_infusions_and_oral_doses(host):
+    cm, names, P = host
+    g, gb = parse_dose("1000 mg/m2")
+    b, bb = parse_dose("7.5 mg/kg")
+    t = np.arange(0.0, 120.0, 1.0)
+    outs = ["ANC", "NLR", "tumour_total", "il1a_pgml", "casp1_inhibition"]
+    for rule in ("gemcitabine_label_anc_delay", "adaptive_pause_at_half_burden"):
+        regs = [Regimen(drug="gemcitabine", dose=g, basis=gb, infusion=30 / 1440, days=(1, 8, 15), cycle_length=28,
+                        cycles=3, rule=rule),
+                Regimen(drug="bermekimab", dose=b, basis=bb, infusion=1 / 24, days=(1,), cycle_length=14, cycles=6),
+                Regimen("belnacasan", 900, "flat", "oral", None, tuple(range(1, 15)), 28, 1,
+                        times_of_day=(0.0, 8 / 24, 16 / 24))]
+        a, c = _both(cm, P, regs, t, outs)
+        _agree(a, c)
+        assert (a.status == 0).all()
+    assert 2 in a.dose_status or 4 in a.dose_status or (a.dose_times > a.nominal_dose_times()).any()
+
+
+def test_c_engine_snapshots_and_restarts_equal_numba(host):
+    cm, names, P = host
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8, 15), 28, 3, rule="gemcitabine_label_anc_delay")]
+    t = np.arange(0.0, 100.0)
+    sd = np.array([[20.0, 56.0 + 0.2 / 24, np.nan]] * 6)
+    a, c = _both(cm, P, regs, t, ["ANC"], snapshot_days=sd)
+    _agree(a, c)
+    assert np.array_equal(a.snapshots.i, c.snapshots.i)
+    fa, fc = a.snapshots.f, c.snapshots.f
+    assert np.array_equal(np.isfinite(fa), np.isfinite(fc)) and np.allclose(fa, fc, rtol=1e-12, atol=0, equal_nan=True)
+    rows, stop = np.arange(6), np.full(6, 56.0 + 0.2 / 24)
+    ra = simulate(cm, P, regs, t, ["ANC"], options=SolverOptions(backend="numba", rtol=1e-6, atol=1e-10),
+                  stop_days=stop, resume_from=(a, rows, np.ones(6, dtype=int)))
+    rc = simulate(cm, P, regs, t, ["ANC"], options=SolverOptions(backend="c", rtol=1e-6, atol=1e-10),
+                  stop_days=stop, resume_from=(c, rows, np.ones(6, dtype=int)))
+    _agree(ra, rc)
+    assert (rc.dose_status == 3).any()
+
+
+@pytest.mark.parametrize("model,closed_form", [("chemo_core", False), ("gemcitabine_pk", True),
+                                               ("friberg_docetaxel", True)])
+def test_c_engine_equals_numba_without_linear_part_or_without_odes(model, closed_form):
+    """chemo_core fully integrated (no closed-form PK), gemcitabine_pk (closed form only: nothing integrated)."""
+    m = get_model(model)
+    cm = compile_model(m, closed_form)
+    _, typ, cvs = parameter_vector(m, "human")
+    P = sample_patients(typ, cvs, 4, 3, True)
+    drug = "docetaxel" if model.startswith("friberg") else "gemcitabine"
+    regs = [Regimen(drug, 75 if drug == "docetaxel" else 1000, "bsa", "iv", 1 / 24, (1,), 21, 2)]
+    t = np.arange(0.0, 43.0, 0.5)
+    a, c = _both(cm, P, regs, t, None)
+    _agree(a, c)
+
+
+def test_failures_are_reported_alike(host):
+    cm, names, P = host
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8), 21, 2)]
+    Q = P.copy()
+    Q[2, names.index("bm_slope_gem")] = np.nan
+    a, c = _both(cm, Q, regs, np.arange(0.0, 40.0), ["ANC"], max_steps=300)
+    _agree(a, c)
+    assert set(a.status.tolist()) >= {1, 3}  # max_steps, non-finite parameters
+
+
+def test_missing_or_broken_compiler_is_a_clear_error(host, monkeypatch, tmp_path):
+    cm, names, P = host
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 21, 1)]
+    monkeypatch.setenv("CC", "no-such-compiler-xyz")
+    with pytest.raises(SolverError, match=r"\$CC='no-such-compiler-xyz' was not found"):
+        simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="c"))
+    assert not cbackend.available()
+    # auto falls back to numba (same results)
+    r = simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="auto"))
+    assert r.status[0] == 0
+    broken = tmp_path / "cc"
+    broken.write_text("#!/bin/sh\necho 'broken compiler' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    with pytest.raises(SolverError, match=r"compiling .* failed .*exit 3.*\n.*broken compiler"):
+        simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="c"))
+    with pytest.warns(RuntimeWarning, match="using numba instead"):  # auto: the numba engine, said so
+        r = simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="auto"))
+    assert r.status[0] == 0
+    with pytest.raises(SolverError, match="backend must be"):
+        SolverOptions(backend="fortran")
+
+
+def test_translation_refuses_what_it_does_not_know():
+    with pytest.raises(SolverError, match="has no"):
+        cbackend.kernels_c("N_ODE = 1\n")
+    src = "N_ODE = 1\nN_LIN = 0\nN_OUT = 1\nN_DERIVED = 0\nN_JAC = 0\nN_JLIN = 0\nN_LU = 0\nREL_FLOOR = 1e-300\n" \
+          "LU_GROWTH_MAX = 100.0\n" + "".join(f"{k} = np.array([], dtype=np.int64)\n"
+                                             for k in ("LIN_NEEDED", "JROW", "JCOL", "JLROW", "JLCOL"))
+    kern = "".join(f"def {k}(p, y):\n    y[0] = 1.0\n" for k in cbackend.KERNELS if k != "rhs")
+    with pytest.raises(SolverError, match="unsupported statement"):
+        cbackend.kernels_c(src + kern + "def rhs(t, y):\n    for i in range(3):\n        y[i] = 0.0\n")
+    with pytest.raises(SolverError, match="unsupported expression"):
+        cbackend.kernels_c(src + kern + "def rhs(t, y):\n    y[0] = np.sin(t)\n")
