@@ -21,7 +21,8 @@ FIELDS = ("status", "steps", "dose_factors", "dose_times", "dose_status")
 
 
 def _both(cm, P, regs, t, outs, **kw):
-    opts = dict(rtol=kw.pop("rtol", 1e-6), atol=kw.pop("atol", 1e-10), max_steps=kw.pop("max_steps", 200_000))
+    opts = dict(rtol=kw.pop("rtol", 1e-6), atol=kw.pop("atol", 1e-10), max_steps=kw.pop("max_steps", 200_000),
+                sparse_lu=kw.pop("sparse_lu", True), dense_output=kw.pop("dense_output", True))
     a = simulate(cm, P, regs, t, outs, options=SolverOptions(backend="numba", **opts), **kw)
     b = simulate(cm, P, regs, t, outs, options=SolverOptions(backend="c", **opts), **kw)
     return a, b
@@ -97,6 +98,16 @@ def test_c_engine_equals_numba_without_linear_part_or_without_odes(model, closed
     t = np.arange(0.0, 43.0, 0.5)
     a, c = _both(cm, P, regs, t, None)
     _agree(a, c)
+
+
+def test_c_engine_equals_numba_with_dense_lu_and_steps_clipped_at_outputs(host):
+    """The reference settings (dense LU with partial pivoting every step, no dense output)."""
+    cm, names, P = host
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8), 21, 2, rule="gemcitabine_label_anc")]
+    a, c = _both(cm, P[:3], regs, np.arange(0.0, 45.0, 0.5), ["ANC", "tumour_total"], sparse_lu=False,
+                 dense_output=False)
+    _agree(a, c)
+    assert (a.status == 0).all()
 
 
 def test_failures_are_reported_alike(host):

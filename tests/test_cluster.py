@@ -213,3 +213,39 @@ def test_phase1_pools_on_the_cluster_equal_in_process(tmp_path, monkeypatch):
     assert ref.tables and set(ref.tables) == set(got.tables)
     for name in ref.tables:
         pd.testing.assert_frame_equal(ref.tables[name], got.tables[name])
+
+
+def test_remote_simulation_follows_a_model_registered_again_under_its_name():
+    """simulate_remote looks the model up by its declaration on every call: a model registered again under the
+    same name (a user's edited mechanism: here plasma gemcitabine read at twice its value) is simulated as it now
+    is, not as first compiled."""
+    import dataclasses
+
+    import numpy as np
+
+    from chemohost.api import parameter_vector
+    from chemohost.engine.simulate import SolverOptions
+    from chemohost.model import registry
+    from chemohost.protocol.dosing import Regimen
+    from chemohost.studies.cluster import simulate_remote
+
+    base = registry.get_model("gemcitabine_pk")
+    names, p, _ = parameter_vector(base, "human")
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 21, 1)]
+    t, opts = np.array([0.0, 0.005, 0.01, 0.015]), SolverOptions()  # during the 30-min infusion
+    try:
+        registry.register("remote_test_pk", lambda: base)
+        a = simulate_remote("remote_test_pk", True, p[None], regs, t, ["C_gem"], opts)
+        out = base.outputs["C_gem"]
+        edited = dataclasses.replace(base, outputs={**base.outputs,
+                                                    "C_gem": dataclasses.replace(out, expr=f"2*({out.expr})")})
+        registry.register("remote_test_pk", lambda: edited)
+        b = simulate_remote("remote_test_pk", True, p[None], regs, t, ["C_gem"], opts)
+    finally:
+        registry.MODELS.pop("remote_test_pk", None)
+        registry._cache.pop("remote_test_pk", None)
+    from chemohost.engine.simulate import simulate
+
+    direct = simulate(edited, p[None], regs, t, ["C_gem"], options=opts)  # (C_gem also drives its elimination)
+    assert np.array_equal(b.values, direct.values)
+    assert not np.allclose(b.output("C_gem")[0, 1:], a.output("C_gem")[0, 1:], rtol=0.05)

@@ -74,6 +74,20 @@ def test_design_only_operating_characteristics(tmp_path, capsys):
                                   pd.read_parquet(tmp_path / "o2" / "operating_characteristics.parquet"))
 
 
+def test_design_only_with_workers_starts_no_cluster(tmp_path, capsys, monkeypatch):
+    """A design-only study simulates nobody: --workers is ignored (said on stderr), no LocalCluster is started."""
+    import distributed
+
+    def refuse(*a, **k):
+        raise AssertionError("a LocalCluster was started for a design-only study")
+
+    monkeypatch.setattr(distributed, "LocalCluster", refuse)
+    f = ROOT / "scenarios" / "study_phase1_design_only.yaml"
+    assert main(["phase1", str(f), "--out", str(tmp_path / "o"), "--workers", "2"]) == 0
+    assert "design-only study simulates no patients" in capsys.readouterr().err
+    assert (tmp_path / "o" / "operating_characteristics.parquet").exists()
+
+
 def test_model_mode_runs_on_virtual_patients(tmp_path, capsys):
     ts._base(tmp_path)
     s = {"study": "phase1", "name": "mini_p1", "base": "base.yaml", "arm": "gem",

@@ -334,7 +334,11 @@ def _study(args) -> int:
     from .studies.cluster import executor
 
     cluster = args.workers is not None or args.scheduler is not None
-    with open_output(args.out) as folder, executor(args.workers, args.scheduler) as ex:
+    if cluster and getattr(study, "design_only", False):  # simulates nothing: no cluster to start or join
+        print("note: a design-only study simulates no patients; --workers/--scheduler ignored", file=sys.stderr)
+        cluster = False
+    with open_output(args.out) as folder, executor(args.workers if cluster else None,
+                                                   args.scheduler if cluster else None) as ex:
         partial = folder.path / PARTIAL
         kw = {"executor": ex} if cluster else {}
         res = study.run(progress=True, posterior=post,

@@ -103,17 +103,17 @@ def arm_chunk(trial, st, regs, P, ids, scan_days, e_os):
 
 def simulate_remote(model_name: str, closed_form: bool, P, regs, times, outputs, opts):
     """One engine call wherever it runs (a study's chunk): the registered model by name, compiled or
-    loaded from the cache once per process; returns the SimulationResult."""
+    loaded from the cache (compile_model keeps each compiled declaration per process and looks the model up
+    by its declaration, ~1 ms, so a model registered again under the same name is not served stale);
+    returns the SimulationResult."""
     from ..engine.codegen import compile_model
     from ..engine.simulate import simulate
     from ..model.registry import get_model
 
-    key = ("model", model_name, closed_form)
-    if key not in _WORKER_STATE:
-        _WORKER_STATE[key] = compile_model(get_model(model_name), closed_form)
+    cm = compile_model(get_model(model_name), closed_form)
     if _in_worker():
         opts = replace(opts, threads=max(1, int(os.environ.get("CHEMOHOST_WORKER_THREADS", "1"))))
-    return simulate(_WORKER_STATE[key], P, regs, times, outputs, options=opts)
+    return simulate(cm, P, regs, times, outputs, options=opts)
 
 
 def _in_worker() -> bool:
