@@ -153,6 +153,38 @@ def test_resuming_from_a_snapshot_equals_the_run_from_day_0(engine, monkeypatch)
         simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd, resume_from=(a, rows, np.zeros(6, dtype=int)))
     with pytest.raises(SolverError, match="snapshot_days must be"):
         simulate(cm, P, [g], times, outs, options=OPTS, snapshot_days=sd[:2])
+    with pytest.raises(SolverError, match="other solver settings"):
+        simulate(cm, P, [g], times, outs, options=SolverOptions(rtol=1e-5, atol=1e-8), resume_from=(a, rows, np.zeros(6, dtype=int)))
+    Q = P.copy()
+    Q[0, 0] *= 1.01
+    with pytest.raises(SolverError, match="parameters differ"):
+        simulate(cm, Q, [g], times, outs, options=OPTS, resume_from=(a, rows, np.zeros(6, dtype=int)))
+
+
+def test_a_restart_keeps_only_what_it_reaches_and_refuses_failed_patients(engine):
+    """A restarted run's later slots are its own (the earlier run's are not served if it stops before them); a
+    patient that failed after the snapshot in the earlier run cannot be restarted (its values are gone);
+    snapshots of a run without doses (no events, one padding dose) restart too."""
+    cm, P = engine
+    times = np.arange(0.0, 60.0)
+    g = Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8, 15), 28, 2)
+    sd = np.array([[10.0, 40.0]] * len(P))
+    a = simulate(cm, P, [g], times, ["ANC"], options=OPTS, snapshot_days=sd)
+    short = dataclasses.replace(OPTS, max_steps=int(a.snapshots.i[:, 0, 2].max()) + 5)  # fails before day 40
+    rows = np.arange(len(P))
+    with pytest.raises(SolverError, match="other solver settings"):
+        simulate(cm, P, [g], times, ["ANC"], options=short, resume_from=(a, rows, np.zeros(len(P), dtype=int)))
+    b = simulate(cm, P, [g], times, ["ANC"], options=short, snapshot_days=sd)
+    assert (b.status == 1).all() and b.snapshots.taken()[:, 0].all() and not b.snapshots.taken()[:, 1].any()
+    with pytest.raises(SolverError, match="failed in the earlier run"):
+        simulate(cm, P, [g], times, ["ANC"], options=short, resume_from=(b, rows, np.zeros(len(P), dtype=int)))
+    c = simulate(cm, P, [g], times, ["ANC"], options=OPTS, snapshot_days=sd)
+    d = simulate(cm, P, [g], times, ["ANC"], options=OPTS, stop_days=np.full(len(P), 10.0),
+                 resume_from=(c, rows, np.zeros(len(P), dtype=int)))
+    assert d.snapshots.taken()[:, 1].all() and not np.array_equal(d.snapshots.f[:, 1], c.snapshots.f[:, 1])
+    none = simulate(cm, P, [], times, ["ANC"], options=OPTS, snapshot_days=sd)
+    again = simulate(cm, P, [], times, ["ANC"], options=OPTS, resume_from=(none, rows, np.ones(len(P), dtype=int)))
+    assert np.array_equal(none.values, again.values)
 
 
 def test_scan_measurement_error_matches_oxnard_repeat_ct():

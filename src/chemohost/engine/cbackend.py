@@ -13,6 +13,8 @@ Why: numba spends ~40 s typing and lowering the generated module of ``host_respo
 C compiler builds the same kernels in about a second (``benchmarks/small_runs.py``).  Without floating-point
 contraction both back ends perform the same operations in the same order, so they agree to round-off
 (tests/test_cbackend.py).  The GPU kernel (:mod:`.gpu`) is still generated from the numba module.
+OpenMP (libgomp) is not fork-safe: a process that ran the C engine must not run it again in a forked child
+(Dask's LocalCluster starts its worker processes with spawn, not fork).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-std=gnu11
 #: cache directory shared by machines of different CPUs holds one library per CPU
 NATIVE = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
 _loaded: dict = {}
+_failed: dict = {}
 
 
 class KernelC(ast.NodeVisitor):
@@ -239,42 +243,67 @@ def compiler() -> str:
 
 
 def library(cm):
-    """The compiled C engine of model ``cm`` (built once, cached beside its numba module)."""
+    """The compiled C engine of model ``cm`` (built once, cached beside its numba module).  A build or load that
+    failed is remembered for the process (raised again, not retried on every call)."""
     cc = compiler()
-    if (cm.module.__file__, cc) in _loaded:
-        return _loaded[(cm.module.__file__, cc)]
+    mkey = (cm.module.__file__, cc)
+    if mkey in _loaded:
+        return _loaded[mkey]
+    if mkey in _failed:
+        raise SolverError(_failed[mkey])
+    try:
+        lib = _build_and_load(cm, cc)
+    except SolverError as exc:
+        _failed[mkey] = str(exc)
+        raise
+    _loaded[mkey] = lib
+    return lib
+
+
+def _build_and_load(cm, cc: str):
     text = c_source(Path(cm.module.__file__).read_text())
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         raise SolverError(f"backend 'c': the C compiler {cc!r} does not run ({exc})") from None
     flags = FLAGS + NATIVE
     key = hashlib.sha256("\0".join([text, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
-    if key in _loaded:
-        return _loaded[key]
     directory = Path(cm.module.__file__).parent
     so = directory / f"chemohost_c_{key}.so"
     if not so.exists():
-        src = directory / f"chemohost_c_{key}.c"
-        tmp_src = src.with_suffix(f".{os.getpid()}.c")
-        tmp_src.write_text(text)
-        tmp = so.with_suffix(f".{os.getpid()}.so")
-        r = subprocess.run([cc, *flags, "-o", str(tmp), str(tmp_src), "-lm"], capture_output=True, text=True)
-        if r.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise SolverError(f"backend 'c': compiling {tmp_src} failed ({cc} exit {r.returncode}):\n"
-                              f"{r.stderr[-2000:]}")
-        os.replace(tmp_src, src)
-        os.replace(tmp, so)
-    lib = ctypes.CDLL(str(so))
+        tmp_src = tmp = None
+        try:
+            fd, tmp_src = tempfile.mkstemp(prefix=f"chemohost_c_{key}.", suffix=".c", dir=directory)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            fd, tmp = tempfile.mkstemp(prefix=f"chemohost_c_{key}.", suffix=".so", dir=directory)
+            os.close(fd)
+            r = subprocess.run([cc, *flags, "-o", tmp, tmp_src, "-lm"], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SolverError(f"backend 'c': compiling the engine of model '{cm.model.name}' failed ({cc} exit "
+                                  f"{r.returncode}):\n{r.stderr[-2000:]}")
+            os.replace(tmp_src, directory / f"chemohost_c_{key}.c")  # (kept beside the library, for reading)
+            tmp_src = None
+            os.replace(tmp, so)
+            tmp = None
+        except OSError as exc:
+            raise SolverError(f"backend 'c': cannot build the engine in {directory} ({exc})") from None
+        finally:
+            for leftover in (tmp_src, tmp):
+                if leftover:
+                    Path(leftover).unlink(missing_ok=True)
+    try:
+        lib = ctypes.CDLL(str(so))
+    except OSError as exc:
+        so.unlink(missing_ok=True)  # an unloadable library must not be served from the cache again
+        raise SolverError(f"backend 'c': the compiled engine {so} does not load ({exc}); removed it") from None
     i64, dbl, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
     lib.simulate_batch.restype = None
     lib.simulate_batch.argtypes = [i64] * 12 + [ptr] * 19 + [dbl, dbl, i64, i64, i64] + [ptr] * 17 + [i64]
     lib.lin_matrices.restype = None
-    lib.lin_matrices.argtypes = [i64, i64, i64, ptr, ptr]
+    lib.lin_matrices.argtypes = [i64, i64, i64, ptr, ptr, i64]
     lib.init_states.restype = None
     lib.init_states.argtypes = [i64, i64, ptr, ptr, ptr]
-    _loaded[key] = _loaded[(cm.module.__file__, cc)] = lib
     return lib
 
 
@@ -323,8 +352,9 @@ def simulate_batch_c(cm, args: list, threads: int) -> None:
                        *[a.ctypes.data for a in tail], int(threads))
 
 
-def lin_matrices_c(cm, P: np.ndarray, A: np.ndarray) -> None:
+def lin_matrices_c(cm, P: np.ndarray, A: np.ndarray, threads: int) -> None:
     """(N, L, L) the linear sub-system's matrix of each patient, in place (the C ``lin_matrix``)."""
     P = _c(P, np.float64)
     _out(A, np.float64, "A")
-    library(cm).lin_matrices(P.shape[0], P.shape[1], A.shape[1] if A.ndim == 3 else 0, P.ctypes.data, A.ctypes.data)
+    library(cm).lin_matrices(P.shape[0], P.shape[1], A.shape[1] if A.ndim == 3 else 0, P.ctypes.data, A.ctypes.data,
+                             int(threads))

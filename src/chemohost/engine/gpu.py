@@ -99,7 +99,7 @@ _LOCAL = {
 }
 # per-patient arrays sized by the schedule: rows of host arrays
 _FROM_HOST = {
-    "rate = np.zeros(ev_time.shape[0])": "rate = w_rate",
+    "rate = np.zeros(max(ev_time.shape[0], factors.shape[0], 1))": "rate = w_rate",
     "n_delays = np.zeros(n_groups, dtype=np.int64)": "n_delays = w_ndel",
     "discontinued = np.zeros(n_groups, dtype=np.bool_)": "discontinued = w_disc",
     "paused = np.zeros(n_groups, dtype=np.bool_)": "paused = w_paused",
@@ -206,7 +206,7 @@ def simulate_batch_gpu(cm, args: list) -> None:
         outs = [res, factors, status, stats, dose_time, dose_status, snap_f, snap_i]
         dres, dfac, dst, dstats, ddt, dds, dsnf, dsni = (cuda.to_device(np.ascontiguousarray(a[s:e])) for a in outs)
         dgrp, dcs, dstop = (cuda.to_device(np.ascontiguousarray(a[s:e])) for a in (dose_group, dose_cstart, stop))
-        w_rate = cuda.to_device(np.zeros((m, max(E, 1))))
+        w_rate = cuda.to_device(np.zeros((m, max(E, factors.shape[1], 1))))
         w_ndel = cuda.to_device(np.zeros((m, G), dtype=np.int64))
         w_disc = cuda.to_device(np.zeros((m, G), dtype=np.bool_))
         w_paused = cuda.to_device(np.zeros((m, G), dtype=np.bool_))

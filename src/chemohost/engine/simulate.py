@@ -71,6 +71,8 @@ class Snapshots:
     days: np.ndarray  # (N, S) ascending snapshot days; inf: unused slot
     f: np.ndarray  # (N, S, LF) float state
     i: np.ndarray  # (N, S, LI) integer state
+    params: np.ndarray | None = None  # (N, P) the parameters of the run that took them
+    settings: tuple = ()  # the solver settings of that run (a restart must use the same)
 
     def taken(self) -> np.ndarray:
         """(N, S) bool: the slot holds a state."""
@@ -145,7 +147,7 @@ def _eig(A: np.ndarray):
     return lam, V, imag | ~np.isfinite(cond) | (cond > 1e10)
 
 
-def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numba"):
+def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numba", threads: int = 1):
     n, L = P.shape[0], len(cm.lin_species)
     bad = np.zeros(n, dtype=bool)
     if L == 0:
@@ -155,7 +157,7 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numb
     if backend == "c":
         from .cbackend import lin_matrices_c
 
-        lin_matrices_c(cm, P, A)
+        lin_matrices_c(cm, P, A, threads)
     else:
         cm.module.lin_matrices(P, A)
     # a patient with NaN/inf parameters must not kill the batch: numpy's batched eig raises for the
@@ -335,6 +337,12 @@ def _patient_groups(doses: PatientDoses):
     return np.ascontiguousarray(group), cstart
 
 
+def _settings(options: SolverOptions) -> tuple:
+    """What a restart must share with the run that took the snapshot (back ends give the same results)."""
+    return (options.rtol, options.atol, options.max_steps, options.closed_form, options.dense_output,
+            options.sparse_lu)
+
+
 def _backend(options: SolverOptions, cm: CompiledModel) -> str:
     """The CPU back end a run uses ("c" or "numba"; the GPU kernel is numba's).  ``auto`` takes the C engine
     when a C compiler is found and builds it, else numba (with a warning if the build failed)."""
@@ -499,10 +507,22 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
                               f"{snaps.f.shape[2]}/{snaps.i.shape[2]}, expected {LF}/{LI}); resume with the same regimens")
         if list(earlier.outputs) != outputs or not np.array_equal(earlier.times, times):
             raise SolverError("resume_from: the earlier run recorded other outputs or output times")
+        if not ((rows >= 0) & (rows < snaps.days.shape[0])).all():
+            raise SolverError(f"resume_from: rows must index the earlier run's {snaps.days.shape[0]} patients")
         if not ((start >= 0) & (start < snaps.days.shape[1])).all() or not snaps.taken()[rows, start].all():
             raise SolverError("resume_from: a requested snapshot slot was not taken in the earlier run")
+        if (earlier.status[rows] != 0).any():
+            raise SolverError("resume_from: a requested patient failed in the earlier run (its values are not kept); "
+                              "run it from day 0")
+        if snaps.settings != _settings(options):
+            raise SolverError(f"resume_from: the earlier run used other solver settings {snaps.settings}, these are "
+                              f"{_settings(options)}")
+        if snaps.params is not None and not np.array_equal(snaps.params[rows], P, equal_nan=True):
+            raise SolverError("resume_from: the parameters differ from the earlier run's for these rows")
         snap_t = np.ascontiguousarray(snaps.days[rows])
         snap_f, snap_i = snaps.f[rows], snaps.i[rows]
+        # the earlier run's later slots are not this run's: untaken until this run reaches them
+        snap_i[np.arange(snap_i.shape[1])[None, :] > start[:, None], 1] = -1
         prior = earlier.values[rows]
     elif snapshot_days is not None:
         sd = np.asarray(snapshot_days, dtype=float)
@@ -516,7 +536,8 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     else:
         snap_t, snap_f, snap_i = np.zeros((n, 0)), np.zeros((n, 0, 1)), np.zeros((n, 0, 1), dtype=np.int64)
     backend = _backend(options, cm)
-    V, Vinv, lam, bad = _linear_decomposition(cm, P, backend)
+    n_threads = min(options.threads, numba.config.NUMBA_NUM_THREADS) if options.threads else numba.get_num_threads()
+    V, Vinv, lam, bad = _linear_decomposition(cm, P, backend, n_threads)
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
     # a mode matters to the integrated states if its eigenvector has a non-negligible entry in a
     # linear state they read (entries ~1e-18 are round-off of exact structural zeros)
@@ -544,7 +565,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         elif options.device == "cpu" and backend == "c":
             from .cbackend import simulate_batch_c
 
-            simulate_batch_c(cm, args, numba.get_num_threads())
+            simulate_batch_c(cm, args, n_threads)
         elif options.device == "cpu":
             cm.module.simulate_batch(*args)
         else:
@@ -561,6 +582,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     if pdoses is not None:
         pad = np.arange(D)[None, :] >= pdoses.n_doses[:, None]
         factors[pad] = np.nan
-    snapshots = Snapshots(snap_t, snap_f, snap_i) if snap_t.shape[1] and snap_f.shape[2] > 1 else None
+    snapshots = (Snapshots(snap_t, snap_f, snap_i, P.copy(), _settings(options))
+                 if snap_t.shape[1] and snap_f.shape[2] > 1 else None)
     return SimulationResult(times, outputs, res, status, factors, table, stats, dose_time, dose_status,
                             patient_doses=pdoses, snapshots=snapshots)

@@ -120,7 +120,8 @@ def sample_trial_patients(trial: Trial, n: int, seed: int):
     return names, P, cov, acceptance
 
 
-#: most memory the first pass's restartable snapshots may take per engine call (larger chunks run in blocks)
+#: most memory the first pass's restartable snapshots may take per engine call (larger chunks run in blocks; the
+#: second pass copies the rows it restarts, so the peak is up to twice this)
 SNAPSHOT_BUDGET_BYTES = 128 * 2**20
 
 
@@ -152,7 +153,7 @@ def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, sc
     # progression, so the course up to a progression is the same bit for bit in both protocols
     snap_days = _snapshot_days(regs, scan_days)
     n = P.shape[0]
-    if stop_at_pd and n > 1:
+    if stop_at_pd and n > 1 and opts.device == "cpu":  # (a GPU launch takes all patients at once)
         per = snapshot_bytes(cm, regs, snap_days.shape[1])
         block = max(1, SNAPSHOT_BUDGET_BYTES // max(per, 1))
         if block < n:  # bound the snapshots' memory: blocks of patients (patients are independent)
@@ -187,7 +188,7 @@ def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, sc
                 r = rows[part]
                 r2 = simulate(cm, P[r], regs, times, OUTPUTS, options=opts, stop_days=pdd[r],
                               resume_from=(res, r, slot[part]) if resume else None,
-                              snapshot_days=None if resume else snap_days[r])
+                              snapshot_days=None if resume else snap_days[r], keep_snapshots=False)
                 for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
                     getattr(res, name)[r] = getattr(r2, name)
             ep = endpoints(res)

@@ -277,7 +277,9 @@ static int64_t simulate_one(const Shared *S, double *p, const double *V, const d
     int64_t n_groups = 1;
     for (int64_t q = 0; q < n_d; q++)
         if (dose_group[q] + 1 > n_groups) n_groups = dose_group[q] + 1;
-    double *rate = (double *)calloc((size_t)(n_e > 0 ? n_e : 1), sizeof(double));
+    /* indexed by dose (and saved per dose in snapshots): as many as doses or events, at least one */
+    int64_t n_rate = n_e > n_d ? n_e : n_d;
+    double *rate = (double *)calloc((size_t)(n_rate > 0 ? n_rate : 1), sizeof(double));
     int64_t *n_delays = (int64_t *)calloc((size_t)n_groups, sizeof(int64_t));
     uint8_t *discontinued = (uint8_t *)calloc((size_t)n_groups, 1);
     uint8_t *paused = (uint8_t *)calloc((size_t)n_groups, 1);
@@ -706,9 +708,9 @@ void simulate_batch(int64_t N, int64_t NP, int64_t nl_, int64_t E, int64_t D1, i
     }
 }
 
-void lin_matrices(int64_t N, int64_t NP, int64_t nl_, double *P, double *A) {
+void lin_matrices(int64_t N, int64_t NP, int64_t nl_, double *P, double *A, int64_t threads) {
     int64_t i;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
     for (i = 0; i < N; i++) lin_matrix(P + i * NP, A + i * nl_ * nl_);
 }
 

@@ -362,7 +362,8 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     h1 = np.zeros(n)         # dense-output coefficients of the last accepted step
     h2 = np.zeros(n)
     modes = np.zeros(nl, dtype=np.int64)
-    rate = np.zeros(ev_time.shape[0])  # infusion rate started by each dose (to stop it exactly)
+    # infusion rate started by each dose (to stop it exactly); indexed by dose, saved in snapshots per dose
+    rate = np.zeros(max(ev_time.shape[0], factors.shape[0], 1))
     n_groups = 1
     for q in range(dose_group.shape[0]):
         if dose_group[q] + 1 > n_groups:
