@@ -307,3 +307,5 @@ def test_initial_states_are_the_engines_state_at_time_zero():
     at0 = ch.simulate(cm, P, regs, [0.0], list(model.species)).values[:, 0, :]
     np.testing.assert_allclose(base, at0, rtol=1e-12, atol=0)
     assert not np.allclose(base[0], base[2])  # the baseline follows the parameters
+    for backend in ("c", "numba"):  # each back end's compiled init_state: the same values
+        assert np.array_equal(initial_states(cm, P, backend=backend), base)

@@ -378,15 +378,24 @@ def snapshot_bytes(cm: CompiledModel, regimens: list[Regimen], n_days: int) -> i
     return 8 * n_days * (lf + li)
 
 
-def initial_states(cm: CompiledModel, params: np.ndarray) -> np.ndarray:
+def initial_states(cm: CompiledModel, params: np.ndarray, backend: str = "auto") -> np.ndarray:
     """(N, S) each patient's state at t = 0 (before any dose), one column per species in the model's order
     (``cm.model.species``): the baseline a peer running the exported SBML sets after the patient's parameters,
-    since SBML initial assignments are evaluated when the file is loaded, with its own parameter values."""
-    P = np.atleast_2d(np.asarray(params, dtype=float))
-    y, xl = np.zeros(len(cm.ode_species)), np.zeros(len(cm.lin_species))
+    since SBML initial assignments are evaluated when the file is loaded, with its own parameter values.
+    ``backend``: whose compiled ``init_state`` computes it (as :class:`SolverOptions`; the same values)."""
+    P = np.ascontiguousarray(np.atleast_2d(np.asarray(params, dtype=float)))
+    n, nl = len(cm.ode_species), len(cm.lin_species)
     col = {s: j for j, s in enumerate(cm.model.species)}
     ode, lin = [col[s] for s in cm.ode_species], [col[s] for s in cm.lin_species]
     out = np.zeros((P.shape[0], len(col)))
+    if _backend(SolverOptions(backend=backend), cm) == "c":
+        from .cbackend import library
+
+        Y, XL = np.zeros((P.shape[0], max(n, 1))), np.zeros((P.shape[0], max(nl, 1)))
+        library(cm).init_states(P.shape[0], P.shape[1], P.ctypes.data, Y.ctypes.data, XL.ctypes.data)
+        out[:, ode], out[:, lin] = Y[:, :n], XL[:, :nl]
+        return out
+    y, xl = np.zeros(n), np.zeros(nl)
     for i, p in enumerate(P):  # init_state is the compiled model's own, one patient per call (cheap)
         cm.module.init_state(p, y, xl)
         out[i, ode], out[i, lin] = y, xl
