@@ -11,15 +11,13 @@ import pytest
 from chemohost.api import parameter_vector, sample_patients
 from chemohost.engine import cbackend
 from chemohost.engine.codegen import compile_model
-from chemohost.engine.simulate import SolverOptions, simulate
+from chemohost.engine.simulate import SimulationResult, SolverOptions, simulate
 from chemohost.errors import SolverError
 from chemohost.model.registry import get_model
 from chemohost.protocol.dosing import Regimen, parse_dose
 from chemohost.studies.indications import load_indication
 
 pytestmark = pytest.mark.skipif(not cbackend.available(), reason="no C compiler")
-
-FIELDS = ("status", "steps", "dose_factors", "dose_times", "dose_status")
 
 
 def _both(cm, P, regs, t, outs, **kw):
@@ -32,7 +30,7 @@ def _both(cm, P, regs, t, outs, **kw):
 
 def _agree(a, b):
     """Bit for bit: same operations in the same order, no floating-point contraction, the same libm."""
-    for f in FIELDS + ("values",):
+    for f in SimulationResult.PATIENT_ARRAYS:
         assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
 
 
@@ -172,3 +170,14 @@ def test_translation_refuses_what_it_does_not_know():
         cbackend.kernels_c(src + kern + "def rhs(t, y):\n    for i in range(3):\n        y[i] = 0.0\n")
     with pytest.raises(SolverError, match="unsupported expression"):
         cbackend.kernels_c(src + kern + "def rhs(t, y):\n    y[0] = np.sin(t)\n")
+
+
+def test_an_unknown_backend_in_a_file_exits_2_with_file_and_field(tmp_path, capsys):
+    from chemohost.cli import main
+
+    src = Path(__file__).resolve().parents[1] / "scenarios" / "trial_pancreatic_il1_blockade.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(src.read_text().replace("\nseed: 2026\n", "\nseed: 2026\nsolver: {backend: fortran}\n"))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "solver.backend" in err and "'auto', 'c' or 'numba'" in err and "fortran" in err

@@ -14,7 +14,7 @@ from scipy import stats
 
 from chemohost.api import parameter_vector, sample_patients
 from chemohost.engine.codegen import compile_model
-from chemohost.engine.simulate import Snapshots, SolverOptions, simulate
+from chemohost.engine.simulate import SimulationResult, Snapshots, SolverOptions, simulate
 from chemohost.errors import ScenarioError, SolverError
 from chemohost.model.registry import get_model
 from chemohost.protocol import rules
@@ -102,8 +102,7 @@ def test_stop_days_stop_dosing_and_leave_the_course_before_unchanged(engine):
 
 
 def _same(a, b) -> bool:
-    return all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True)
-               for k in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"))
+    return all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True) for k in SimulationResult.PATIENT_ARRAYS)
 
 
 def test_resuming_from_a_snapshot_equals_the_run_from_day_0(engine, monkeypatch):

@@ -273,9 +273,7 @@ class Scenario:
 
     # -- running --------------------------------------------------------------------------------
     def solver_options(self) -> SolverOptions:
-        s = self.spec.solver
-        return SolverOptions(rtol=s.rtol, atol=s.atol, max_steps=s.max_steps, closed_form=s.closed_form, device=s.device,
-                             backend=s.backend)
+        return SolverOptions.from_fields(self.spec.solver)
 
     def compiled(self):
         return compile_model(self.model, self.spec.solver.closed_form)

@@ -9,6 +9,7 @@ rules, and output selection, and wraps the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numba
 import numpy as np
@@ -52,6 +53,12 @@ class SolverOptions:
     sparse_lu: bool = True
     backend: str = "auto"  # CPU: "c" (the solver compiled by the system C compiler), "numba", "auto" (c if a compiler is found)
 
+    @classmethod
+    def from_fields(cls, s) -> SolverOptions:
+        """The options a scenario's or trial's ``solver`` fields give (``spec_types.SolverFields``)."""
+        return cls(rtol=s.rtol, atol=s.atol, max_steps=s.max_steps, closed_form=s.closed_form, device=s.device,
+                   backend=s.backend)
+
     def __post_init__(self):
         if self.backend not in ("auto", "numba", "c"):
             raise SolverError(f"backend must be 'auto', 'c' or 'numba', got {self.backend!r}")
@@ -89,6 +96,9 @@ class Snapshots:
 
 @dataclass
 class SimulationResult:
+    #: the arrays with one row per patient (what selecting or merging patients of results takes)
+    PATIENT_ARRAYS: ClassVar[tuple[str, ...]] = ("values", "status", "dose_factors", "dose_times", "dose_status",
+                                                 "steps")
     times: np.ndarray  # (T,) days
     outputs: list[str]
     values: np.ndarray  # (N, T, K)

@@ -273,8 +273,7 @@ class Phase1Study(Study):
 
         s, trial = self.spec, self.base.trial
         sv = trial.spec.solver
-        opts = SolverOptions(rtol=sv.rtol, atol=sv.atol, max_steps=sv.max_steps, closed_form=sv.closed_form,
-                             device=sv.device, backend=sv.backend)
+        opts = SolverOptions.from_fields(sv)
         _, P, _, _ = sample_trial_patients(trial, s.pool, s.seed)
         if posterior is not None:
             from .study import posterior_population

@@ -236,9 +236,7 @@ class SensitivityStudy(Study):
         X = self.sample()
         V = self.values(X)
         trial, base = self.base.trial, self.base
-        sv = trial.spec.solver
-        opts = SolverOptions(rtol=sv.rtol, atol=sv.atol, max_steps=sv.max_steps, closed_form=sv.closed_form,
-                             device=sv.device, backend=sv.backend)
+        opts = SolverOptions.from_fields(trial.spec.solver)
         grid = base.grid([r.time for r in self.readouts])
         outputs = readout_outputs(self.readouts)
         typical = base.typical.copy()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import __version__
 from ..engine.codegen import compile_model
-from ..engine.simulate import STATUS, SolverOptions, simulate, snapshot_bytes
+from ..engine.simulate import STATUS, SimulationResult, SolverOptions, simulate, snapshot_bytes
 from ..errors import ChemohostError, ScenarioError
 from .streams import os_exponentials
 from .trial_spec import OUTPUTS, Trial
@@ -75,9 +75,7 @@ def setup_trial(trial: Trial, seed: int, progress: bool = False) -> TrialSetup:
     if progress:
         print(f"compiling model {trial.model.name} (cached after the first run) ...", file=sys.stderr, flush=True)
     cm = compile_model(trial.model, spec.solver.closed_form)
-    opts = SolverOptions(rtol=spec.solver.rtol, atol=spec.solver.atol, max_steps=spec.solver.max_steps,
-                         closed_form=spec.solver.closed_form, device=spec.solver.device,
-                         backend=spec.solver.backend)
+    opts = SolverOptions.from_fields(spec.solver)
     if opts.device == "gpu":
         from ..engine.gpu import check_gpu
 
@@ -160,7 +158,7 @@ def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, sc
             parts = [simulate_patients(cm, P[s:s + block], regs, times, opts, trial, seed, np.asarray(ids)[s:s + block],
                                        scan_days[s:s + block]) for s in range(0, n, block)]
             res = parts[0][0]
-            for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
+            for name in SimulationResult.PATIENT_ARRAYS:
                 setattr(res, name, np.concatenate([getattr(p[0], name) for p in parts]))
             return res, pd.concat([p[1] for p in parts], ignore_index=True), sum(p[2] for p in parts)
 
@@ -189,7 +187,7 @@ def simulate_patients(cm, P, regs, times, opts, trial: Trial, seed: int, ids, sc
                 r2 = simulate(cm, P[r], regs, times, OUTPUTS, options=opts, stop_days=pdd[r],
                               resume_from=(res, r, slot[part]) if resume else None,
                               snapshot_days=None if resume else snap_days[r], keep_snapshots=False)
-                for name in ("values", "status", "dose_factors", "dose_times", "dose_status", "steps"):
+                for name in SimulationResult.PATIENT_ARRAYS:
                     getattr(res, name)[r] = getattr(r2, name)
             ep = endpoints(res)
     res.snapshots = None  # (large; not needed once the second pass is done)
