@@ -38,6 +38,13 @@ _TEMPLATE = Path(__file__).with_name("templates") / "rosenbrock.c"
 KERNELS = ("derived", "rhs", "jac_sp", "jac_lin_sp", "lu_sp", "solve_sp", "output_one", "init_state", "lin_matrix")
 _RETURNS = {"lu_sp": "int", "output_one": "double"}
 FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-std=gnu11"]
+#: the lane engine (backend "c-simd"): vector loops, glibc's vector math (no errno), no FP traps (if-conversion),
+#: contraction into FMA
+SIMD_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
+#: patients side by side per thread in the "c-simd" engine (AVX-512: 8 doubles; narrower units split the loops)
+SIMD_LANES = 8
+#: the step kernels, also generated in lane form (``<name>_v``)
+LANE_KERNELS = ("rhs", "jac_sp", "jac_lin_sp", "lu_sp", "solve_sp")
 #: on x86-64 the library is built for this CPU (AVX-512 etc., as numba does); its cache key then names the CPU, so a
 #: cache directory shared by machines of different CPUs holds one library per CPU
 NATIVE = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
@@ -199,9 +206,80 @@ def kernels_c(py_source: str) -> str:
     return "\n".join(lines)
 
 
-def c_source(py_source: str) -> str:
-    """The whole C text (kernels, then the solver template) of a generated numba module's text."""
-    return kernels_c(py_source) + "\n" + _TEMPLATE.read_text()
+#: pow in the lane kernels: exp(b log|a|) (glibc's vector exp and log cost a fraction of its vector pow, measured in
+#: benchmarks/lanes.py), with pow's results where that differs: a finite negative base (an integer exponent gives a
+#: signed power, any other NaN; -inf: odd integers give the sign), pow(x, 0) = pow(1, y) = pow(-1, +-inf) = 1;
+#: zero and infinite bases otherwise follow from log's -inf/inf (every pair of special values is tested against
+#: pow).  Relative error ~|b log a| ulp (1e-13 at |b log a| = 700).
+_VPOW = """static inline __attribute__((always_inline)) double _vpow(double a, double b) {
+    double r = exp(b * log(fabs(a)));
+    double nb = nearbyint(b), nh = nearbyint(0.5 * b);  /* (infinite b: an even integer) */
+    double sgn = b == nb ? (0.5 * b != nh ? -r : r) : r;
+    double neg = b != nb ? (fabs(a) != INFINITY ? NAN : sgn) : sgn;
+    double x = a < 0.0 ? neg : r;
+    x = b == 0.0 ? 1.0 : x;
+    x = a == 1.0 ? 1.0 : x;
+    return a == -1.0 ? (fabs(b) == INFINITY ? 1.0 : x) : x;  /* (chained selects: gcc 12 vectorises these) */
+}"""
+
+
+class LaneKernelC(KernelC):
+    """C text of a step kernel for ``lanes`` patients side by side: every array indexed ``[i * lanes + l]``, the
+    scalars ``t``/``ig`` per lane, inside one ``#pragma omp simd`` loop over the lanes; ``lu_sp``'s final
+    ``return`` (its stability check) becomes the lane's flag ``ok[l]``."""
+
+    def __init__(self, n_lin: int, lanes: int):
+        super().__init__(n_lin)
+        self.lanes = lanes
+
+    def expr(self, n) -> str:
+        if isinstance(n, ast.Subscript) and not isinstance(n.slice, ast.Tuple):
+            return f"{n.value.id}[({self.index(n.slice)}) * LANES + l]"
+        if isinstance(n, ast.Name) and n.id in ("t", "ig"):
+            return f"{n.id}[l]"
+        out = super().expr(n)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) and out.startswith("pow("):
+            out = "_v" + out
+        return out
+
+    def kernel(self, f: ast.FunctionDef) -> list[str]:
+        body = [st for st in f.body if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]
+        for st in ast.walk(ast.Module(body=body[:-1], type_ignores=[])):
+            if isinstance(st, ast.Return):  # an early return cannot be a lane's (the lanes run on together)
+                raise SolverError(f"C code generation: kernel {f.name} returns before its end; the lane engine "
+                                  "(backend 'c-simd') cannot run this model, use backend 'c'")
+        ret = body and isinstance(body[-1], ast.Return)
+        if ret != (f.name == "lu_sp"):
+            raise SolverError(f"C code generation: kernel {f.name} {'returns' if ret else 'has no return'}; "
+                              "update engine/cbackend.py")
+        args = [f"double *restrict {a.arg}" for a in f.args.args] + (["int *restrict ok"] if ret else [])
+        lines = [f"static void {f.name}_v({', '.join(args)}) {{", "#pragma omp simd", "    for (int l = 0; l < LANES; l++) {"]
+        lines += self.body(body[:-1] if ret else body, set(), "        ")
+        if ret:
+            lines.append(f"        ok[l] = {self.expr(body[-1].value)};")
+        return lines + ["    }", "}", ""]
+
+
+def lane_kernels_c(py_source: str, lanes: int) -> str:
+    """``LANES`` and the step kernels in lane form (``rhs_v`` ...) of a generated numba module's text."""
+    tree = ast.parse(py_source)
+    n_lin = int(_constants(tree)["N_LIN"])
+    lines = [f"#define LANES {int(lanes)}"]
+    if lanes > 1:  # glibc's vector variants (libmvec), as math.h declares them under -ffast-math only
+        lines += [f"double {f}(double) __attribute__((simd(\"notinbranch\")));" for f in ("exp", "log")]
+        lines += ["double pow(double, double) __attribute__((simd(\"notinbranch\")));", _VPOW]
+    else:
+        lines += ["#define _vpow pow"]
+    conv = LaneKernelC(n_lin, lanes)
+    found = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    for name in LANE_KERNELS:
+        lines += conv.kernel(found[name])
+    return "\n".join(lines)
+
+
+def c_source(py_source: str, lanes: int = 1) -> str:
+    """The whole C text (kernels, lane kernels, then the solver template) of a generated numba module's text."""
+    return kernels_c(py_source) + "\n" + lane_kernels_c(py_source, lanes) + "\n" + _TEMPLATE.read_text()
 
 
 def _cpu_id() -> str:
@@ -242,17 +320,18 @@ def compiler() -> str:
     return cc
 
 
-def library(cm):
-    """The compiled C engine of model ``cm`` (built once, cached beside its numba module).  A build or load that
-    failed is remembered for the process (raised again, not retried on every call)."""
+def library(cm, lanes: int = 1):
+    """The compiled C engine of model ``cm`` with ``lanes`` patients side by side per thread (1: backend "c";
+    :data:`SIMD_LANES`: "c-simd"), built once and cached beside its numba module.  A build or load that failed is
+    remembered for the process (raised again, not retried on every call)."""
     cc = compiler()
-    mkey = (cm.module.__file__, cc)
+    mkey = (cm.module.__file__, cc, lanes)
     if mkey in _loaded:
         return _loaded[mkey]
     if mkey in _failed:
         raise SolverError(_failed[mkey])
     try:
-        lib = _build_and_load(cm, cc)
+        lib = _build_and_load(cm, cc, lanes)
     except SolverError as exc:
         _failed[mkey] = str(exc)
         raise
@@ -260,13 +339,13 @@ def library(cm):
     return lib
 
 
-def _build_and_load(cm, cc: str):
-    text = c_source(Path(cm.module.__file__).read_text())
+def _build_and_load(cm, cc: str, lanes: int):
+    text = c_source(Path(cm.module.__file__).read_text(), lanes)
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise SolverError(f"backend 'c': the C compiler {cc!r} does not run ({exc})") from None
-    flags = FLAGS + NATIVE
+    flags = (FLAGS if lanes == 1 else SIMD_FLAGS) + NATIVE
     key = hashlib.sha256("\0".join([text, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
     directory = Path(cm.module.__file__).parent
     so = directory / f"chemohost_c_{key}.so"
@@ -318,10 +397,10 @@ def _out(a, dtype, name):
     return a
 
 
-def simulate_batch_c(cm, args: list, threads: int) -> None:
-    """Run the C engine on ``args`` (exactly the numba ``simulate_batch`` arguments), writing the result arrays
-    in place."""
-    lib = library(cm)
+def simulate_batch_c(cm, args: list, threads: int, lanes: int = 1) -> None:
+    """Run the C engine (``lanes`` patients side by side per thread) on ``args`` (exactly the numba
+    ``simulate_batch`` arguments), writing the result arrays in place."""
+    lib = library(cm, lanes)
     (P, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_amount, ev_dose, n_ev, dose_rule, rule_out,
      rule_th, rule_fa, rule_n, ev_bio, times, out_sel, rtol, atol, max_steps, dense, sparse, res, factors, status,
      stats, dose_group, dose_cstart, delay_th, delay_days, max_delays, stop, dose_time, dose_status, resume,
@@ -352,9 +431,9 @@ def simulate_batch_c(cm, args: list, threads: int) -> None:
                        *[a.ctypes.data for a in tail], int(threads))
 
 
-def lin_matrices_c(cm, P: np.ndarray, A: np.ndarray, threads: int) -> None:
+def lin_matrices_c(cm, P: np.ndarray, A: np.ndarray, threads: int, lanes: int = 1) -> None:
     """(N, L, L) the linear sub-system's matrix of each patient, in place (the C ``lin_matrix``)."""
     P = _c(P, np.float64)
     _out(A, np.float64, "A")
-    library(cm).lin_matrices(P.shape[0], P.shape[1], A.shape[1] if A.ndim == 3 else 0, P.ctypes.data, A.ctypes.data,
+    library(cm, lanes).lin_matrices(P.shape[0], P.shape[1], A.shape[1] if A.ndim == 3 else 0, P.ctypes.data, A.ctypes.data,
                              int(threads))

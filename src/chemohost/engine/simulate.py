@@ -28,6 +28,10 @@ DOSE_STATUS = {0: "not_reached", 1: "given", 2: "held", 3: "stopped", 4: "discon
 KIND_BOLUS, KIND_START, KIND_STOP = 0, 1, 2
 
 
+#: the CPU back ends (SolverOptions.backend)
+BACKENDS = ("auto", "c", "c-simd", "numba")
+
+
 @dataclass
 class SolverOptions:
     """Integrator settings (Rodas4 with closed-form linear PK).
@@ -41,6 +45,9 @@ class SolverOptions:
     ``backend="c"`` runs the CPU engine compiled by the system C compiler (:mod:`.cbackend`: a first compile
     in seconds instead of numba's ~40 s for the full model; results agree with numba to round-off);
     ``"numba"`` the numba-compiled one; ``"auto"`` (default) C when a C compiler is found, else numba.
+    ``"c-simd"``: the C engine with 8 patients side by side in each thread's SIMD lanes (AVX-512 vectors, glibc's
+    vector ``pow``, fused multiply-add); faster, and not bit-identical: results differ from ``"c"`` within the
+    integration tolerance (``benchmarks/lanes.py``, tests/test_cbackend.py).
     """
 
     rtol: float = 1e-6
@@ -51,7 +58,7 @@ class SolverOptions:
     device: str = "cpu"  # "gpu": the CUDA kernel generated from the same module (engine/gpu.py)
     dense_output: bool = True
     sparse_lu: bool = True
-    backend: str = "auto"  # CPU: "c" (the solver compiled by the system C compiler), "numba", "auto" (c if a compiler is found)
+    backend: str = "auto"  # CPU: "c" (the solver compiled by the system C compiler), "c-simd", "numba", "auto" (c if a compiler is found)
 
     @classmethod
     def from_fields(cls, s) -> SolverOptions:
@@ -60,8 +67,8 @@ class SolverOptions:
                    backend=s.backend)
 
     def __post_init__(self):
-        if self.backend not in ("auto", "numba", "c"):
-            raise SolverError(f"backend must be 'auto', 'c' or 'numba', got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise SolverError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {self.backend!r}")
         if not (0 < self.rtol < 1):
             raise SolverError(f"rtol must lie in (0, 1), got {self.rtol}")
         if not self.atol > 0:
@@ -164,10 +171,10 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numb
         z = np.zeros((n, 0, 0))
         return z, z.copy(), np.zeros((n, 0)), bad
     A = np.zeros((n, L, L))
-    if backend == "c":
-        from .cbackend import lin_matrices_c
+    if backend in ("c", "c-simd"):
+        from .cbackend import SIMD_LANES, lin_matrices_c
 
-        lin_matrices_c(cm, P, A, threads)
+        lin_matrices_c(cm, P, A, threads, SIMD_LANES if backend == "c-simd" else 1)
     else:
         cm.module.lin_matrices(P, A)
     # a patient with NaN/inf parameters must not kill the batch: numpy's batched eig raises for the
@@ -354,7 +361,7 @@ def _settings(options: SolverOptions) -> tuple:
 
 
 def _backend(options: SolverOptions, cm: CompiledModel) -> str:
-    """The CPU back end a run uses ("c" or "numba"; the GPU kernel is numba's).  ``auto`` takes the C engine
+    """The CPU back end a run uses ("c", "c-simd" or "numba"; the GPU kernel is numba's).  ``auto`` takes the C engine
     when a C compiler is found and builds it, else numba (with a warning if the build failed)."""
     if options.device != "cpu":
         return "numba"
@@ -398,11 +405,12 @@ def initial_states(cm: CompiledModel, params: np.ndarray, backend: str = "auto")
     col = {s: j for j, s in enumerate(cm.model.species)}
     ode, lin = [col[s] for s in cm.ode_species], [col[s] for s in cm.lin_species]
     out = np.zeros((P.shape[0], len(col)))
-    if _backend(SolverOptions(backend=backend), cm) == "c":
-        from .cbackend import library
+    used = _backend(SolverOptions(backend=backend), cm)
+    if used in ("c", "c-simd"):
+        from .cbackend import SIMD_LANES, library
 
         Y, XL = np.zeros((P.shape[0], max(n, 1))), np.zeros((P.shape[0], max(nl, 1)))
-        library(cm).init_states(P.shape[0], P.shape[1], P.ctypes.data, Y.ctypes.data, XL.ctypes.data)
+        library(cm, SIMD_LANES if used == "c-simd" else 1).init_states(P.shape[0], P.shape[1], P.ctypes.data, Y.ctypes.data, XL.ctypes.data)
         out[:, ode], out[:, lin] = Y[:, :n], XL[:, :nl]
         return out
     y, xl = np.zeros(n), np.zeros(nl)
@@ -581,10 +589,10 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
             from .gpu import simulate_batch_gpu
 
             simulate_batch_gpu(cm, args)
-        elif options.device == "cpu" and backend == "c":
-            from .cbackend import simulate_batch_c
+        elif options.device == "cpu" and backend in ("c", "c-simd"):
+            from .cbackend import SIMD_LANES, simulate_batch_c
 
-            simulate_batch_c(cm, args, n_threads)
+            simulate_batch_c(cm, args, n_threads, SIMD_LANES if backend == "c-simd" else 1)
         elif options.device == "cpu":
             cm.module.simulate_batch(*args)
         else:
