@@ -17,7 +17,10 @@ Randomised-replicate mode (``--replicates R --per-arm N``): R replicate trials x
 different patients (``chemohost trial --design randomized``), seconds and peak memory, against the
 paired design on the same number of patient simulations in the same process.
 
-    python benchmarks/trial.py [--patients 10000] [--chunk 2000] [--reference-patients 200]
+``--backend c-simd``: the trial on the lane engine; the peer is then also the same subsample on the scalar C engine
+(the default), timed in the same process, with the differences in the patient endpoints.
+
+    python benchmarks/trial.py [--patients 10000] [--chunk 2000] [--reference-patients 200] [--backend c-simd]
     python benchmarks/trial.py --replicates 200 --per-arm 150
 """
 
@@ -32,7 +35,7 @@ import time
 import numpy as np
 
 import chemohost.studies.trial_runner as trial_mod
-from chemohost.engine.simulate import SolverOptions
+from chemohost.engine.simulate import BACKENDS, SolverOptions
 from chemohost.studies.randomized import run_randomized
 from chemohost.studies.trial import Trial, run_trial
 
@@ -78,8 +81,13 @@ def main():
                     help="patients per arm for the in-process comparison with the reference solver settings (0: skip)")
     ap.add_argument("--replicates", type=int, default=0, help="randomised-replicate mode: number of replicates")
     ap.add_argument("--per-arm", type=int, default=150, help="randomised-replicate mode: patients per arm")
+    ap.add_argument("--backend", choices=BACKENDS, default=None, help="the trial's solver.backend (default: the file's)")
     args = ap.parse_args()
     trial = Trial.load("scenarios/trial_pancreatic_il1_blockade.yaml")
+    default = trial
+    if args.backend:
+        spec = trial.spec.model_dump(mode="json")
+        trial = Trial.from_dict({**spec, "solver": {**spec.get("solver", {}), "backend": args.backend}}, trial.source)
     run_trial(trial, patients=4, chunk_size=4)  # compile / load the cached model once
     if args.replicates:
         return randomized_mode(trial, args)
@@ -88,7 +96,7 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.patients} patients x {len(trial.arms)} arms = {total} simulated patients, 6 cycles, "
           f"{trial.follow_up_days:.0f} days follow-up")
-    print(f"end to end: {dt:.1f} s = {total / dt:.0f} patients/s "
+    print(f"end to end: {dt:.1f} s = {total / dt:.0f} patients/s, solver.backend {trial.spec.solver.backend} "
           f"(simulate+endpoints {res.timings['simulate_and_endpoints']:.1f} s, statistics {res.timings['statistics']:.1f} s); "
           f"chunk {args.chunk}; peak RSS {rss:.0f} MB")
     for arm, s in res.summary["arms"].items():
@@ -104,6 +112,14 @@ def main():
               f"{t_fast:.1f} s = {tot / t_fast:.0f} patients/s; speed-up x{t_ref / t_fast:.1f}")
         for line in compare(fast, ref):
             print(f"  default vs reference: {line}")
+        if trial is not default:
+            run_trial(default, patients=4, chunk_size=4)
+            scalar, t_scalar = timed_run(default, n_ref, args.chunk)
+            print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): solver.backend "
+                  f"{default.spec.solver.backend} {t_scalar:.1f} s = {tot / t_scalar:.0f} patients/s; "
+                  f"{trial.spec.solver.backend} {t_fast:.1f} s; x{t_scalar / t_fast:.2f}")
+            for line in compare(fast, scalar):
+                print(f"  {trial.spec.solver.backend} vs {default.spec.solver.backend}: {line}")
         one = Trial.from_dict({**trial.spec.model_dump(mode="json"), "stop_treatment_at_progression": False},
                               trial.source)
         nostop, t_nostop = timed_run(one, n_ref, args.chunk)

@@ -1,6 +1,7 @@
 """The GPU engine (issue 13 item 4): the CUDA kernel generated from the same module as the CPU engine,
 run on numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, the same kernel source in Python threads, no GPU
-needed), agrees with the CPU engine on a handful of patients -- with infusions, a dose-modification rule
+needed), agrees with the scalar CPU engine (of which it is a translation: backend "c", or numba without a C
+compiler) on a handful of patients -- with infusions, a dose-modification rule
 that delays cycles, a hysteresis rule and a blocker -- to <= 1e-6 relative (measured: bit-identical), with the same steps and the
 same dose decisions; a trial asked to run on a GPU where there is none exits 2 with a clear message."""
 
@@ -25,6 +26,8 @@ from chemohost.model.registry import get_model
 from chemohost.engine.simulate import simulate, SolverOptions
 from chemohost.protocol.dosing import Regimen, parse_dose
 from chemohost.studies.indications import load_indication
+from chemohost.engine import cbackend
+CPU = "c" if cbackend.available() else "numba"  # the scalar engine: the kernel is its translation
 m = get_model("host_response")
 ind = load_indication("pancreatic_advanced", m.parameters)
 names, typ, cvs = parameter_vector(m, "human", dict(ind.parameters))
@@ -41,7 +44,7 @@ for name, rule in (("anc_delay", "gemcitabine_label_anc_delay"), ("adaptive", "a
     t = np.arange(0.0, 57.0, 1.0)
     outs = ["ANC", "NLR", "tumour_total", "il1a_pgml"]
     opts = dict(rtol=1e-6, atol=1e-10)
-    c = simulate(m, P, regs, t, outs, options=SolverOptions(**opts))
+    c = simulate(m, P, regs, t, outs, options=SolverOptions(backend=CPU, **opts))
     gp = simulate(m, P, regs, t, outs, options=SolverOptions(device="gpu", **opts))
     rel = np.abs(gp.values - c.values) / np.maximum(np.abs(c.values), 1e-9)
     out[name] = {"status_cpu": c.status.tolist(), "status_gpu": gp.status.tolist(),
@@ -56,10 +59,10 @@ regs = [Regimen(drug="gemcitabine", dose=g, basis=gb, infusion=30 / 1440, days=(
 t = np.arange(0.0, 57.0, 1.0)
 sd = np.array([[8.0, 30.0]] * 4)
 opts = dict(rtol=1e-6, atol=1e-10)
-c = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(**opts), snapshot_days=sd)
+c = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(backend=CPU, **opts), snapshot_days=sd)
 gp = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(device="gpu", **opts), snapshot_days=sd)
 rows, slots, stop = np.arange(4), np.ones(4, dtype=np.int64), np.full(4, 30.0)
-cr = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(**opts), stop_days=stop, resume_from=(c, rows, slots))
+cr = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(backend=CPU, **opts), stop_days=stop, resume_from=(c, rows, slots))
 gr = simulate(m, P, regs, t, ["ANC"], options=SolverOptions(device="gpu", **opts), stop_days=stop,
               resume_from=(gp, rows, slots))
 fc, fg = c.snapshots.f, gp.snapshots.f

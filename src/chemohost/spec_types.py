@@ -148,9 +148,10 @@ class SolverFields(BaseModel):
     device: Literal["cpu", "gpu"] = Field("cpu", description="gpu: the CUDA kernel generated from the same model "
                                                            "(one patient per thread; needs an NVIDIA GPU and numba-cuda)")
     backend: Literal["auto", "c", "c-simd", "numba"] = Field(
-        "auto", description="CPU engine: c (compiled by the system C compiler), numba, or auto (c when a C compiler "
-        "is found): the same solver, results equal to round-off; c-simd: the C engine with 8 patients side by side "
-        "in SIMD lanes, faster, results within the integration tolerance of c")
+        "auto", description="CPU engine: c-simd (compiled by the system C compiler, 8 patients side by side in SIMD "
+        "lanes; results within round-off of c, or within the tolerance where round-off changes a step), c (one "
+        "patient at a time) or numba (c and numba: bit-identical); auto: c-simd when a C compiler is found, else "
+        "numba")
 
 
 # -- messages --------------------------------------------------------------------------------------

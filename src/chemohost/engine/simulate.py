@@ -44,10 +44,12 @@ class SolverOptions:
     ``False`` uses dense LU every step.  Both change results only within the tolerances.
     ``backend="c"`` runs the CPU engine compiled by the system C compiler (:mod:`.cbackend`: a first compile
     in seconds instead of numba's ~40 s for the full model; results agree with numba to round-off);
-    ``"numba"`` the numba-compiled one; ``"auto"`` (default) C when a C compiler is found, else numba.
-    ``"c-simd"``: the C engine with 8 patients side by side in each thread's SIMD lanes (AVX-512 vectors, glibc's
-    vector ``pow``, fused multiply-add); faster, and not bit-identical: results differ from ``"c"`` within the
-    integration tolerance (``benchmarks/lanes.py``, tests/test_cbackend.py).
+    ``"numba"`` the numba-compiled one.  ``"c-simd"``: the C engine with 8 patients side by side in each
+    thread's SIMD lanes (AVX-512 vectors, glibc's vector exp/log, fused multiply-add): ~2.7x faster
+    (``benchmarks/lanes.py``) and not bit-identical to ``"c"``: the same steps and dose decisions, values within
+    round-off of it, or, where round-off changes a step, within the integration tolerance (tests/test_lanes.py); a
+    patient's result does not depend on the patients beside it.  ``"auto"`` (default): ``"c-simd"`` when a C
+    compiler is found, else numba.
     """
 
     rtol: float = 1e-6
@@ -58,7 +60,7 @@ class SolverOptions:
     device: str = "cpu"  # "gpu": the CUDA kernel generated from the same module (engine/gpu.py)
     dense_output: bool = True
     sparse_lu: bool = True
-    backend: str = "auto"  # CPU: "c" (the solver compiled by the system C compiler), "c-simd", "numba", "auto" (c if a compiler is found)
+    backend: str = "auto"  # CPU: "c-simd" (lanes), "c" (scalar, compiled by the system C compiler), "numba", "auto"
 
     @classmethod
     def from_fields(cls, s) -> SolverOptions:
@@ -361,23 +363,26 @@ def _settings(options: SolverOptions) -> tuple:
 
 
 def _backend(options: SolverOptions, cm: CompiledModel) -> str:
-    """The CPU back end a run uses ("c", "c-simd" or "numba"; the GPU kernel is numba's).  ``auto`` takes the C engine
-    when a C compiler is found and builds it, else numba (with a warning if the build failed)."""
+    """The CPU back end a run uses ("c-simd", "c" or "numba"; the GPU kernel is numba's).  ``auto`` takes the lane
+    engine when a C compiler is found and builds it, else the scalar C engine (a model whose kernels the lanes cannot
+    run), else numba (with a warning if the C build failed)."""
     if options.device != "cpu":
         return "numba"
     if options.backend == "auto":
-        from .cbackend import available, library
+        from .cbackend import SIMD_LANES, available, library
 
         if not available():
             return "numba"
-        try:
-            library(cm)
-        except SolverError as exc:
-            import warnings
+        for backend, lanes in (("c-simd", SIMD_LANES), ("c", 1)):
+            try:
+                library(cm, lanes)
+                return backend
+            except SolverError as exc:
+                error = exc
+        import warnings
 
-            warnings.warn(f"the C engine could not be built, using numba instead: {exc}", RuntimeWarning, stacklevel=3)
-            return "numba"
-        return "c"
+        warnings.warn(f"the C engine could not be built, using numba instead: {error}", RuntimeWarning, stacklevel=3)
+        return "numba"
     return options.backend
 
 
