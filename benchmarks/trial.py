@@ -17,10 +17,11 @@ Randomised-replicate mode (``--replicates R --per-arm N``): R replicate trials x
 different patients (``chemohost trial --design randomized``), seconds and peak memory, against the
 paired design on the same number of patient simulations in the same process.
 
-``--backend c-simd``: the trial on the lane engine; the peer is then also the same subsample on the scalar C engine
-(the default), timed in the same process, with the differences in the patient endpoints.
+Engine peer: the same subsample on ``--peer-backend`` (default ``c``, the scalar C engine; the trial itself runs on
+``--backend``, default ``auto``, the lane engine), timed in the same process, with the differences in the patient
+endpoints.
 
-    python benchmarks/trial.py [--patients 10000] [--chunk 2000] [--reference-patients 200] [--backend c-simd]
+    python benchmarks/trial.py [--patients 10000] [--chunk 2000] [--reference-patients 200] [--backend auto]
     python benchmarks/trial.py --replicates 200 --per-arm 150
 """
 
@@ -28,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
+import dataclasses
 import resource
 import time
 
 import numpy as np
 
-import chemohost.studies.trial_runner as trial_mod
 from chemohost.engine.simulate import BACKENDS, SolverOptions
 from chemohost.studies.randomized import run_randomized
 from chemohost.studies.trial import Trial, run_trial
@@ -45,13 +45,18 @@ DISCRETE = ["best_response", "neutropenia_grade_max", "os_event", "pfs_event", "
 
 @contextlib.contextmanager
 def reference_settings():
-    """run_trial with the reference solver settings (it builds SolverOptions from the trial spec)."""
-    saved = trial_mod.SolverOptions
-    trial_mod.SolverOptions = functools.partial(SolverOptions, dense_output=False, sparse_lu=False)
+    """run_trial with the reference solver settings (it builds SolverOptions from the trial spec's fields)."""
+    saved = SolverOptions.__dict__["from_fields"]  # (the classmethod itself, restored as it was)
+    default = SolverOptions.from_fields
+
+    def reference(fields) -> SolverOptions:
+        return dataclasses.replace(default(fields), dense_output=False, sparse_lu=False)
+
+    SolverOptions.from_fields = staticmethod(reference)
     try:
         yield
     finally:
-        trial_mod.SolverOptions = saved
+        SolverOptions.from_fields = saved
 
 
 def timed_run(trial, n, chunk):
@@ -73,6 +78,11 @@ def compare(fast, ref) -> list[str]:
     return lines
 
 
+def with_backend(trial: Trial, backend: str) -> Trial:
+    spec = trial.spec.model_dump(mode="json")
+    return Trial.from_dict({**spec, "solver": {**spec.get("solver", {}), "backend": backend}}, trial.source)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=10000)
@@ -81,13 +91,11 @@ def main():
                     help="patients per arm for the in-process comparison with the reference solver settings (0: skip)")
     ap.add_argument("--replicates", type=int, default=0, help="randomised-replicate mode: number of replicates")
     ap.add_argument("--per-arm", type=int, default=150, help="randomised-replicate mode: patients per arm")
-    ap.add_argument("--backend", choices=BACKENDS, default=None, help="the trial's solver.backend (default: the file's)")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto", help="the trial's solver.backend")
+    ap.add_argument("--peer-backend", choices=BACKENDS, default="c", help="the engine peer's solver.backend")
     args = ap.parse_args()
-    trial = Trial.load("scenarios/trial_pancreatic_il1_blockade.yaml")
-    default = trial
-    if args.backend:
-        spec = trial.spec.model_dump(mode="json")
-        trial = Trial.from_dict({**spec, "solver": {**spec.get("solver", {}), "backend": args.backend}}, trial.source)
+    base = Trial.load("scenarios/trial_pancreatic_il1_blockade.yaml")
+    trial, peer = (with_backend(base, b) for b in (args.backend, args.peer_backend))
     run_trial(trial, patients=4, chunk_size=4)  # compile / load the cached model once
     if args.replicates:
         return randomized_mode(trial, args)
@@ -112,14 +120,14 @@ def main():
               f"{t_fast:.1f} s = {tot / t_fast:.0f} patients/s; speed-up x{t_ref / t_fast:.1f}")
         for line in compare(fast, ref):
             print(f"  default vs reference: {line}")
-        if trial is not default:
-            run_trial(default, patients=4, chunk_size=4)
-            scalar, t_scalar = timed_run(default, n_ref, args.chunk)
+        if args.peer_backend != args.backend:
+            run_trial(peer, patients=4, chunk_size=4)
+            other, t_other = timed_run(peer, n_ref, args.chunk)
             print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): solver.backend "
-                  f"{default.spec.solver.backend} {t_scalar:.1f} s = {tot / t_scalar:.0f} patients/s; "
-                  f"{trial.spec.solver.backend} {t_fast:.1f} s; x{t_scalar / t_fast:.2f}")
-            for line in compare(fast, scalar):
-                print(f"  {trial.spec.solver.backend} vs {default.spec.solver.backend}: {line}")
+                  f"{args.peer_backend} {t_other:.1f} s = {tot / t_other:.0f} patients/s; {args.backend} "
+                  f"{t_fast:.1f} s; x{t_other / t_fast:.2f}")
+            for line in compare(fast, other):
+                print(f"  {args.backend} vs {args.peer_backend}: {line}")
         one = Trial.from_dict({**trial.spec.model_dump(mode="json"), "stop_treatment_at_progression": False},
                               trial.source)
         nostop, t_nostop = timed_run(one, n_ref, args.chunk)

@@ -1,18 +1,23 @@
-"""The CPU engine compiled by the system C compiler instead of numba (``SolverOptions(backend="c")``).
+"""The CPU engine compiled by the system C compiler instead of numba (``SolverOptions(backend="c-simd")``, the
+default when a compiler is found, or ``"c"``).
 
 The generated numba module of a model stays the single source of the model's mathematics: its kernels
 (right-hand side, sparse Jacobians, the generated sparse LU and solve, outputs, initial state, derived
 parameters, the linear PK matrix) are translated to C statement by statement from their Python syntax tree
 (:func:`kernels_c`: straight-line arithmetic, ``if``/``return``, subscripts; ``max``/``min`` with Python's
-semantics), and ``templates/rosenbrock.c``, a line-by-line translation of the solver template
-``templates/rosenbrock.py``, is appended.  The text is compiled once per model into a shared library
-(``gcc -O2 -fopenmp -ffp-contract=off``; cached beside the numba module, keyed by the text and the compiler)
-and called through ctypes, which releases the GIL; patients run in an OpenMP loop.
+semantics); the step kernels again in lane form (:func:`lane_kernels_c`, :class:`LaneKernelC`: LANES patients
+side by side, arrays ``[i * LANES + lane]``); and ``templates/rosenbrock.c``, a line-by-line translation of the
+solver template ``templates/rosenbrock.py`` restructured into lanes, is appended.  The text is compiled once per
+model and lane count into a shared library (``c``: 1 lane, ``gcc -O2 -fopenmp -ffp-contract=off``; ``c-simd``: 8
+lanes, :data:`SIMD_FLAGS`; cached beside the numba module, keyed by the text, the flags and the compiler) and
+called through ctypes, which releases the GIL; each OpenMP thread runs LANES patients at a time.
 
 Why: numba spends ~40 s typing and lowering the generated module of ``host_response`` on a first run; the
-C compiler builds the same kernels in about a second (``benchmarks/small_runs.py``).  Without floating-point
-contraction both back ends perform the same operations in the same order, so they agree to round-off
-(tests/test_cbackend.py).  The GPU kernel (:mod:`.gpu`) is still generated from the numba module.
+C compiler builds the same kernels in seconds (``benchmarks/small_runs.py``).  With 1 lane and without
+floating-point contraction both back ends perform the same operations in the same order, so they agree to
+round-off, bit for bit in the tests (tests/test_cbackend.py); 8 lanes run ~2.6-3x faster
+(``benchmarks/lanes.py``) within round-off or the tolerance (tests/test_lanes.py).  The GPU kernel (:mod:`.gpu`)
+is still generated from the numba module.
 OpenMP (libgomp) is not fork-safe: a process that ran the C engine must not run it again in a forked child
 (Dask's LocalCluster starts its worker processes with spawn, not fork).
 """
@@ -38,9 +43,9 @@ _TEMPLATE = Path(__file__).with_name("templates") / "rosenbrock.c"
 KERNELS = ("derived", "rhs", "jac_sp", "jac_lin_sp", "lu_sp", "solve_sp", "output_one", "init_state", "lin_matrix")
 _RETURNS = {"lu_sp": "int", "output_one": "double"}
 FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-std=gnu11"]
-#: the lane engine (backend "c-simd"): vector loops, glibc's vector math (no errno), no FP traps (if-conversion),
-#: contraction into FMA
-SIMD_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
+#: the lane engine (backend "c-simd"): vector loops (``#pragma omp simd``; -O3 built 1 s slower and ran no faster),
+#: glibc's vector math (no errno), no FP traps (if-conversion), contraction into FMA
+SIMD_FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
 #: patients side by side per thread in the "c-simd" engine (AVX-512: 8 doubles; narrower units split the loops)
 SIMD_LANES = 8
 #: the step kernels, also generated in lane form (``<name>_v``)
