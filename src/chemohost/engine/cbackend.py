@@ -213,15 +213,15 @@ def kernels_c(py_source: str) -> str:
 
 #: pow in the lane kernels: exp(b log|a|) (glibc's vector exp and log cost a fraction of its vector pow, measured in
 #: benchmarks/lanes.py), with pow's results where that differs: a finite negative base (an integer exponent gives a
-#: signed power, any other NaN; -inf: odd integers give the sign), pow(x, 0) = pow(1, y) = pow(-1, +-inf) = 1;
+#: signed power, any other NaN; -inf and -0.0: odd integers give the sign), pow(x, 0) = pow(1, y) = pow(-1, +-inf) = 1;
 #: zero and infinite bases otherwise follow from log's -inf/inf (every pair of special values is tested against
 #: pow).  Relative error ~|b log a| ulp (1e-13 at |b log a| = 700).
 _VPOW = """static inline __attribute__((always_inline)) double _vpow(double a, double b) {
     double r = exp(b * log(fabs(a)));
     double nb = nearbyint(b), nh = nearbyint(0.5 * b);  /* (infinite b: an even integer) */
     double sgn = b == nb ? (0.5 * b != nh ? -r : r) : r;
-    double neg = b != nb ? (fabs(a) != INFINITY ? NAN : sgn) : sgn;
-    double x = a < 0.0 ? neg : r;
+    double neg = b != nb ? ((fabs(a) != INFINITY) & (a != 0.0) ? NAN : sgn) : sgn;
+    double x = signbit(a) ? neg : r;  /* (-0.0 too: odd exponents keep its sign) */
     x = b == 0.0 ? 1.0 : x;
     x = a == 1.0 ? 1.0 : x;
     return a == -1.0 ? (fabs(b) == INFINITY ? 1.0 : x) : x;  /* (chained selects: gcc 12 vectorises these) */
@@ -418,6 +418,8 @@ def simulate_batch_c(cm, args: list, threads: int, lanes: int = 1) -> None:
     R, B = rule_th.shape
     T, K = times.shape[0], out_sel.shape[0]
     NS, LF, LI = snap_f.shape[1], snap_f.shape[2], snap_i.shape[2]
+    if nl != int(cm.module.N_LIN):  # (the template's arrays are sized by the compiled N_LIN)
+        raise SolverError(f"backend 'c': the linear sub-system has {nl} states, the compiled model {cm.module.N_LIN}")
     keep = [
         _c(P, f8), _c(V, f8), _c(Vinv, f8), _c(lam, f8), _c(mode_needed, b1),
         _out(ev_time, f8, "ev_time"), _out(ev_kind, i8, "ev_kind"), _out(ev_target, i8, "ev_target"),

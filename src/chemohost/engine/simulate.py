@@ -45,11 +45,12 @@ class SolverOptions:
     ``backend="c"`` runs the CPU engine compiled by the system C compiler (:mod:`.cbackend`: a first compile
     in seconds instead of numba's ~40 s for the full model; results agree with numba to round-off);
     ``"numba"`` the numba-compiled one.  ``"c-simd"``: the C engine with 8 patients side by side in each
-    thread's SIMD lanes (AVX-512 vectors, glibc's vector exp/log, fused multiply-add): ~2.7x faster
-    (``benchmarks/lanes.py``) and not bit-identical to ``"c"``: the same steps and dose decisions, values within
-    round-off of it, or, where round-off changes a step, within the integration tolerance (tests/test_lanes.py); a
+    thread's SIMD lanes (AVX-512 vectors, glibc's vector exp/log, fused multiply-add): ~2.6-3x faster
+    (``benchmarks/lanes.py``) and not bit-identical to ``"c"``: values within round-off of it, with the same steps
+    and dose decisions, except where round-off tips a step's accept (values then differ within the integration
+    tolerance) or a monitored value lies within round-off of a rule's threshold (tests/test_lanes.py); a
     patient's result does not depend on the patients beside it.  ``"auto"`` (default): ``"c-simd"`` when a C
-    compiler is found, else numba.
+    compiler is found (``"c"`` for a model whose kernels the lanes cannot run), else numba.
     """
 
     rtol: float = 1e-6
@@ -356,10 +357,12 @@ def _patient_groups(doses: PatientDoses):
     return np.ascontiguousarray(group), cstart
 
 
-def _settings(options: SolverOptions) -> tuple:
-    """What a restart must share with the run that took the snapshot (back ends give the same results)."""
+def _settings(options: SolverOptions, backend: str) -> tuple:
+    """What a restart must share with the run that took the snapshot: the solver settings and the engine family
+    (the scalar engines c, numba and the GPU kernel give the same results; the lane engine c-simd differs from
+    them by round-off, so a restart on the other family would continue another trajectory)."""
     return (options.rtol, options.atol, options.max_steps, options.closed_form, options.dense_output,
-            options.sparse_lu)
+            options.sparse_lu, "lanes" if backend == "c-simd" else "scalar")
 
 
 def _backend(options: SolverOptions, cm: CompiledModel) -> str:
@@ -523,6 +526,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     LF, LI = _snapshot_layout(cm, ev[0].shape[1], D1, n_g)
     start = np.full(n, -1, dtype=np.int64)
     prior = None
+    backend = _backend(options, cm)
     if resume_from is not None:
         if snapshot_days is not None:
             raise SolverError("give snapshot_days or resume_from, not both (a resumed run keeps the earlier snapshot days)")
@@ -546,9 +550,9 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         if (earlier.status[rows] != 0).any():
             raise SolverError("resume_from: a requested patient failed in the earlier run (its values are not kept); "
                               "run it from day 0")
-        if snaps.settings != _settings(options):
-            raise SolverError(f"resume_from: the earlier run used other solver settings {snaps.settings}, these are "
-                              f"{_settings(options)}")
+        if snaps.settings != _settings(options, backend):
+            raise SolverError(f"resume_from: the earlier run used other solver settings or engine {snaps.settings}, "
+                              f"these are {_settings(options, backend)}")
         if snaps.params is not None and not np.array_equal(snaps.params[rows], P, equal_nan=True):
             raise SolverError("resume_from: the parameters differ from the earlier run's for these rows")
         snap_t = np.ascontiguousarray(snaps.days[rows])
@@ -567,7 +571,6 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
         snap_i[:, :, 1 if keep_snapshots else 0] = -1
     else:
         snap_t, snap_f, snap_i = np.zeros((n, 0)), np.zeros((n, 0, 1)), np.zeros((n, 0, 1), dtype=np.int64)
-    backend = _backend(options, cm)
     n_threads = min(options.threads, numba.config.NUMBA_NUM_THREADS) if options.threads else numba.get_num_threads()
     V, Vinv, lam, bad = _linear_decomposition(cm, P, backend, n_threads)
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
@@ -614,7 +617,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     if pdoses is not None:
         pad = np.arange(D)[None, :] >= pdoses.n_doses[:, None]
         factors[pad] = np.nan
-    snapshots = (Snapshots(snap_t, snap_f, snap_i, P.copy(), _settings(options))
+    snapshots = (Snapshots(snap_t, snap_f, snap_i, P.copy(), _settings(options, backend))
                  if snap_t.shape[1] and snap_f.shape[2] > 1 else None)
     return SimulationResult(times, outputs, res, status, factors, table, stats, dose_time, dose_status,
                             patient_doses=pdoses, snapshots=snapshots)

@@ -15,9 +15,13 @@
  * A lane whose patient is done takes the next patient of the batch.
  *
  * LANES = 1 (backend "c"): the same operations in the same order as the numba engine, compiled without
- * floating-point contraction, so results agree with it to round-off (tested).  LANES = 8 (backend "c-simd"): the
- * lane loops vectorise (AVX-512: 8 doubles; glibc's vector exp/pow), compiled with contraction; results then
- * differ from the scalar engine within the integration tolerance (tested).
+ * floating-point contraction, so results agree with it to round-off (bit for bit in the tests).  LANES = 8
+ * (backend "c-simd"): the lane loops vectorise (AVX-512: 8 doubles; glibc's vector exp and log, pow as
+ * exp(b log|a|)), compiled with contraction; results differ from the scalar engine by round-off, or within the
+ * integration tolerance where round-off tips a step's accept (tested).  Lanes compute independently: a
+ * patient's result does not depend on the patients in the other lanes (tested).  An accepted step's
+ * y := max(yn, 0) and PK values are applied in lane form in step_kernels (for LANES = 1: the scalar engine's
+ * operations).
  */
 
 #ifndef LANES
@@ -899,8 +903,10 @@ static void stage_pk(Work *w, Lane *L, double c, double *xs, double *dx, int wit
             double lam = AT(lamv, k, l), x = lam * tau[l];
             double e = x < -746.0 ? 0.0 : exp(x);
             double phi = fabs(x) < 1e-3 ? tau[l] * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0)))) : (e - 1.0) / lam;
-            mk[l] = e * AT(c0v, k, l) + phi * AT(ddv, k, l);
-            dk[l] = e * (lam * AT(c0v, k, l) + AT(ddv, k, l));
+            /* only the lane's own modes: another lane's mode may overflow here (e = inf, and inf * 0 is NaN) */
+            int use = AT(c0v, k, l) != 0.0 || AT(ddv, k, l) != 0.0;
+            mk[l] = use ? e * AT(c0v, k, l) + phi * AT(ddv, k, l) : 0.0;
+            dk[l] = use ? e * (lam * AT(c0v, k, l) + AT(ddv, k, l)) : 0.0;
         }
         for (int64_t q = 0; q < N_NEEDED; q++) {
             const int64_t i = LIN_NEEDED[q];
