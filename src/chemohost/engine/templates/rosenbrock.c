@@ -901,7 +901,9 @@ static void stage_pk(Work *w, Lane *L, double c, double *xs, double *dx, int wit
 #pragma omp simd
         for (int l = 0; l < LANES; l++) {
             double lam = AT(lamv, k, l), x = lam * tau[l];
-            double e = x < -746.0 ? 0.0 : exp(x);
+            /* (exp only on its normal range: glibc's vector exp runs scalar code for other lanes; e < 2^-1022 is 0) */
+            double e = x < -708.0 ? 0.0 : exp(x > 709.0 ? 709.0 : x);
+            e = x > 709.0 ? INFINITY : e;
             double phi = fabs(x) < 1e-3 ? tau[l] * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0)))) : (e - 1.0) / lam;
             /* only the lane's own modes: another lane's mode may overflow here (e = inf, and inf * 0 is NaN) */
             int use = AT(c0v, k, l) != 0.0 || AT(ddv, k, l) != 0.0;
