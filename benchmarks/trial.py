@@ -113,21 +113,22 @@ def main():
     if n_ref > 0:
         tot = n_ref * len(trial.arms)
         fast, t_fast = timed_run(trial, n_ref, args.chunk)
+
+        def peer_report(label: str, other, t_other: float, name: str, short: str | None = None) -> None:
+            print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): {label} {t_other:.1f} s = "
+                  f"{tot / t_other:.0f} patients/s; {name} {t_fast:.1f} s = {tot / t_fast:.0f} patients/s; "
+                  f"x{t_other / t_fast:.2f}")
+            for line in compare(fast, other):
+                print(f"  {name} vs {short or label}: {line}")
+
         with reference_settings():
             ref, t_ref = timed_run(trial, n_ref, args.chunk)
-        print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): reference solver settings "
-              f"(dense_output=False, sparse_lu=False) {t_ref:.1f} s = {tot / t_ref:.0f} patients/s; default "
-              f"{t_fast:.1f} s = {tot / t_fast:.0f} patients/s; speed-up x{t_ref / t_fast:.1f}")
-        for line in compare(fast, ref):
-            print(f"  default vs reference: {line}")
+        peer_report("reference solver settings (dense_output=False, sparse_lu=False)", ref, t_ref, "default",
+                    "reference")
         if args.peer_backend != args.backend:
             run_trial(peer, patients=4, chunk_size=4)
             other, t_other = timed_run(peer, n_ref, args.chunk)
-            print(f"peer (same process, {n_ref} patients x {len(trial.arms)} arms): solver.backend "
-                  f"{args.peer_backend} {t_other:.1f} s = {tot / t_other:.0f} patients/s; {args.backend} "
-                  f"{t_fast:.1f} s; x{t_other / t_fast:.2f}")
-            for line in compare(fast, other):
-                print(f"  {args.backend} vs {args.peer_backend}: {line}")
+            peer_report(f"solver.backend {args.peer_backend}", other, t_other, args.backend)
         one = Trial.from_dict({**trial.spec.model_dump(mode="json"), "stop_treatment_at_progression": False},
                               trial.source)
         nostop, t_nostop = timed_run(one, n_ref, args.chunk)

@@ -237,7 +237,7 @@ def test_lane_engine_in_a_file_and_the_refusal_of_early_returns():
     from chemohost.spec_types import SolverFields
 
     assert SolverOptions.from_fields(SolverFields(backend="c-simd")).backend == "c-simd"
-    conv = cbackend.LaneKernelC(0, 8)
+    conv = cbackend.LaneKernelC(0)
     import ast
 
     f = ast.parse("def rhs(t, y, dy):\n    if y[0] > 1.0:\n        return\n    dy[0] = 1.0\n").body[0]

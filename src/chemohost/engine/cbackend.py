@@ -240,13 +240,10 @@ _VPOW = """static inline __attribute__((always_inline)) double _vpow(double a, d
 
 
 class LaneKernelC(KernelC):
-    """C text of a step kernel for ``lanes`` patients side by side: every array indexed ``[i * lanes + l]``, the
+    """C text of a step kernel for ``LANES`` (a C macro) patients side by side: every array indexed
+    ``[i * LANES + l]``, the
     scalars ``t``/``ig`` per lane, inside one ``#pragma omp simd`` loop over the lanes; ``lu_sp``'s final
     ``return`` (its stability check) becomes the lane's flag ``ok[l]``."""
-
-    def __init__(self, n_lin: int, lanes: int):
-        super().__init__(n_lin)
-        self.lanes = lanes
 
     def expr(self, n) -> str:
         if isinstance(n, ast.Subscript) and not isinstance(n.slice, ast.Tuple):
@@ -286,7 +283,7 @@ def lane_kernels_c(py_source: str, lanes: int) -> str:
         lines += ["double pow(double, double) __attribute__((simd(\"notinbranch\")));", _VPOW]
     else:
         lines += ["#define _vpow pow"]
-    conv = LaneKernelC(n_lin, lanes)
+    conv = LaneKernelC(n_lin)
     found = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
     for name in LANE_KERNELS:
         lines += conv.kernel(found[name])

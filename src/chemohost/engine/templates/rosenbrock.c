@@ -342,16 +342,15 @@ static void _scatter(const double *v, int64_t n, int l, double *a) {
 }
 
 /* outputs at t from the lane's state y (lane layout) and linear states xl (contiguous) */
-static void _record_state(Lane *L, Work *w, int l, const Shared *S, double t, const double *y, const double *xl,
+static void _record_state(Lane *L, int l, const Shared *S, double t, const double *y, const double *xl,
                           double *res_row) {
     _gather(y, N_ODE, l, L->yc);
     for (int64_t q = 0; q < S->K; q++) res_row[q] = output_one(S->out_sel[q], t, L->yc, (double *)xl, L->p);
-    (void)w;
 }
 
-static void _record(Lane *L, Work *w, int l, const Shared *S, double t, const double *y, double *res_row) {
+static void _record(Lane *L, int l, const Shared *S, double t, const double *y, double *res_row) {
     _lin_eval(t - L->t0, L->c0, L->dd, L->lam, L->V, L->xr, S->nl);
-    _record_state(L, w, l, S, t, y, L->xr, res_row);
+    _record_state(L, l, S, t, y, L->xr, res_row);
 }
 
 /* the patient-row pointers and initial state of patient i in lane l */
@@ -655,7 +654,7 @@ segment:
     L->have_xt = 0;
 step:
     while (L->j < n_t && t_out[L->j] <= L->t + 1e-12 * _max1(fabs(L->t))) {
-        _record(L, w, l, S, L->t, w->y, L->res + L->j * K);
+        _record(L, l, S, L->t, w->y, L->res + L->j * K);
         L->j += 1;
     }
     if (L->t >= L->t_next) goto segment_end;
@@ -751,7 +750,7 @@ after_step:
                         double v = yo[i * LANES] + s_ * (yn[i * LANES] - yo[i * LANES] + s1 * (L->h1[i] + s_ * L->h2[i]));
                         AT(w->k6, i, l) = v > 0.0 ? v : 0.0;  /* (k6: free once the step is taken) */
                     }
-                    _record(L, w, l, S, t_out[L->j], w->k6, L->res + L->j * K);
+                    _record(L, l, S, t_out[L->j], w->k6, L->res + L->j * K);
                     L->j += 1;
                 }
             }
@@ -787,7 +786,7 @@ segment_end:
     L->t = L->t_next;
     if (L->t >= L->t_end) {
         while (L->j < n_t) {
-            _record_state(L, w, l, S, L->t, w->y, L->xl, L->res + L->j * K);
+            _record_state(L, l, S, L->t, w->y, L->xl, L->res + L->j * K);
             L->j += 1;
         }
         goto done;
