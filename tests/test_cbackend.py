@@ -3,6 +3,7 @@ solver, so the same steps, events, rules, snapshots and outputs (bit for bit); c
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,27 @@ def test_a_library_that_does_not_load_is_removed_and_a_failed_build_not_retried(
     with pytest.warns(RuntimeWarning, match="using numba instead"):
         simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="auto"))
     assert len(log.read_text().splitlines()) == calls + 2  # remembered: not built again in this process
+
+
+def test_a_cached_library_loads_without_generating_its_source(host, monkeypatch, tmp_path):
+    """A process that finds the engine built loads it without translating the model again (the digest of the C
+    source is recorded beside the module); a changed template is translated again."""
+    cm, names, P = host
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 21, 1)]
+    cbackend.library(cm, 1)  # built (or loaded) once
+    ref = simulate(cm, P[:1], regs, [0.0, 7.0], ["ANC"], options=SolverOptions(backend="c"))
+    calls = []
+    real = cbackend.c_source
+    monkeypatch.setattr(cbackend, "c_source", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(cbackend, "_loaded", {})  # as a new process
+    r = simulate(cm, P[:1], regs, [0.0, 7.0], ["ANC"], options=SolverOptions(backend="c"))
+    assert calls == [] and np.array_equal(r.values, ref.values)
+    changed = tmp_path / "rosenbrock.c"
+    changed.write_text(cbackend._TEMPLATE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(cbackend, "_TEMPLATE", changed)
+    digest, text = cbackend._source_digest(cm, 1)
+    assert text is not None and text.endswith("/* changed */\n") and len(calls) == 1
+    assert digest == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_translation_refuses_what_it_does_not_know():

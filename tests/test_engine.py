@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +172,34 @@ def test_repeated_eigenvalues_in_linear_pk():
     r = ch.simulate(model, np.stack([p, near]), reg, t, ["dfdctp", "C_gem"], options=ch.SolverOptions(rtol=1e-9, atol=1e-14))
     assert (r.status == 0).all()
     np.testing.assert_allclose(r.values[0], r.values[1], rtol=1e-4, atol=1e-5)  # values ~1-300
+
+
+def test_linear_decomposition_block_by_block():
+    """The linear sub-system is decomposed drug by drug (its diagonal blocks): the basis reconstructs each
+    patient's matrix, a mode is exactly zero outside its block, and one ill-conditioned block flags the
+    patient (the condition number of the whole basis)."""
+    from chemohost.engine.simulate import _blocks, _eig, _linear_decomposition
+
+    model, names, p = typical("host_response")
+    cm = compile_model(model)
+    P = np.stack([p, p * np.linspace(0.9, 1.1, p.size)])
+    V, Vinv, lam, bad = _linear_decomposition(cm, P)
+    A = np.zeros((2, V.shape[1], V.shape[1]))
+    cm.module.lin_matrices(P, A)
+    assert not bad.any() and len(_blocks(A)) > 5  # one block per drug (and the IL-1 depot)
+    np.testing.assert_allclose(V @ (lam[:, :, None] * Vinv), A, atol=1e-9 * np.abs(A).max())
+    block = np.zeros(A.shape[1], dtype=int)
+    for k, b in enumerate(_blocks(A)):
+        block[b] = k
+    outside = block[:, None] != block[None, :]
+    assert (V[:, outside] == 0).all() and (Vinv[:, outside] == 0).all()
+    # a defective 2x2 block (a Jordan block) beside well-conditioned ones
+    J = np.zeros((1, 4, 4))
+    J[0, :2, :2] = [[-1.0, 1.0], [0.0, -1.0]]
+    J[0, 2:, 2:] = [[-2.0, 0.0], [1.0, -3.0]]
+    assert _eig(J)[2][0]
+    J[0, 0, 0] = -1.5
+    assert not _eig(J)[2][0]
 
 
 def test_output_times_within_round_off_of_event_times():

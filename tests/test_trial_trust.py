@@ -83,9 +83,7 @@ def test_swapping_arm_order_leaves_every_patient_unchanged():
 def test_failed_patient_is_a_row_not_a_crash():
     from chemohost.engine.codegen import compile_model
     from chemohost.engine.simulate import simulate
-    from chemohost.model.registry import get_model
     from chemohost.population.virtual import sample_population
-    from chemohost.scenario import RegimenSpec, build_regimens
 
     tr = _trial()
     names, P, _ = sample_population(tr.model, "human", {}, 5, 1)
@@ -114,6 +112,26 @@ def test_km_rmst_matches_lifelines_with_ties_and_censoring():
     for tau in (2.0, 6.0, 12.0, 50.0):
         ref = restricted_mean_survival_time(KaplanMeierFitter().fit(T, E), t=tau)
         assert _km_rmst_batch(T[None], E[None], tau)[0] == pytest.approx(ref, rel=1e-10)
+
+
+def test_bootstrap_rmst_by_copy_counts_equals_resampled_rows():
+    """The paired bootstrap takes each replicate's draws as copy counts (one sort per arm); each replicate's
+    RMST must be that of the resampled rows (ties, censoring, patients drawn several times or never)."""
+    from chemohost.studies.survival import _km_rmst_batch, _km_rmst_weighted
+
+    rng = np.random.default_rng(4)
+    n = 60
+    T = np.round(rng.exponential(6, n))  # many ties, some at 0
+    E = rng.random(n) < 0.6
+    idx = rng.integers(0, n, size=(300, n))
+    W = np.zeros((300, n), dtype=np.int64)
+    for b in range(300):
+        np.add.at(W[b], idx[b], 1)
+    for tau in (3.0, 8.0, 40.0):
+        by_rows = _km_rmst_batch(T[idx], E[idx], tau)
+        by_counts = _km_rmst_weighted(T, E, W, [tau])[0]
+        np.testing.assert_allclose(by_counts, by_rows, rtol=1e-12, atol=1e-12)
+        assert np.ptp(by_rows) > 0.1  # the replicates differ: the comparison is not between constants
 
 
 def test_paired_effects_known_difference_and_identical_arms():

@@ -31,6 +31,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -352,17 +353,45 @@ def library(cm, lanes: int = 1):
     return lib
 
 
+def _source_digest(cm, lanes: int) -> tuple[str, str | None]:
+    """``(digest of the engine's C source, the source or None)``.  The source is generated (~0.15 s) only when no
+    earlier process recorded its digest for the same inputs: the model module, the template, this generator and
+    the Python that parses the module."""
+    module = Path(cm.module.__file__)
+    py = module.read_text()
+    inputs = hashlib.sha256("\0".join([py, _TEMPLATE.read_text(), Path(__file__).read_text(), str(lanes), sys.version]).encode())
+    record = module.parent / f"chemohost_csrc_{inputs.hexdigest()[:20]}.sha256"
+    try:
+        digest = record.read_text().strip()
+        if len(digest) == 64:
+            return digest, None
+    except OSError:
+        pass
+    text = c_source(py, lanes)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=record.name, dir=module.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(digest)
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache: the source is generated again next time
+        pass
+    return digest, text
+
+
 def _build_and_load(cm, cc: str, lanes: int):
-    text = c_source(Path(cm.module.__file__).read_text(), lanes)
+    digest, text = _source_digest(cm, lanes)
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise SolverError(f"backend 'c': the C compiler {cc!r} does not run ({exc})") from None
     flags = (FLAGS if lanes == 1 else SIMD_FLAGS) + NATIVE
-    key = hashlib.sha256("\0".join([text, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([digest, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
     directory = Path(cm.module.__file__).parent
     so = directory / f"chemohost_c_{key}.so"
     if not so.exists():
+        if text is None:
+            text = c_source(Path(cm.module.__file__).read_text(), lanes)
         tmp_src = tmp = None
         try:
             fd, tmp_src = tempfile.mkstemp(prefix=f"chemohost_c_{key}.", suffix=".c", dir=directory)

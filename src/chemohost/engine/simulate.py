@@ -156,15 +156,51 @@ class SimulationResult:
         return pd.DataFrame(data)
 
 
+def _blocks(A: np.ndarray) -> list[np.ndarray]:
+    """The diagonal blocks of the linear sub-system: groups of linear states coupled (in either direction) in any
+    patient's matrix ``A`` (N, L, L), in index order (each drug's compartments form one block)."""
+    from scipy.sparse.csgraph import connected_components
+
+    nz = (A != 0.0).any(axis=0)
+    k, label = connected_components(nz | nz.T, directed=False)
+    blocks = [np.flatnonzero(label == b) for b in range(k)]
+    return sorted(blocks, key=lambda b: int(b[0]))
+
+
 def _eig(A: np.ndarray):
-    """Batched real eigen-decomposition; flags complex or ill-conditioned bases."""
-    lam, V = np.linalg.eig(A)
+    """Batched real eigen-decomposition, block by block (the matrix of independent drugs is block diagonal:
+    decomposing the blocks is ~10x cheaper than the whole matrix, and a mode then has exact zeros outside its
+    drug's compartments); flags complex or ill-conditioned bases (the condition number of the whole basis)."""
+    n, L = A.shape[0], A.shape[1]
+    lam, V = np.zeros((n, L), dtype=complex), np.zeros((n, L, L), dtype=complex)
+    smax, smin = np.zeros(n), np.full(n, np.inf)
+    for b in _blocks(A):
+        ix = np.ix_(np.arange(n), b, b)
+        if b.size == 1:
+            lam[:, b[0]], V[:, b[0], b[0]] = A[:, b[0], b[0]], 1.0
+            smax, smin = np.maximum(smax, 1.0), np.minimum(smin, 1.0)
+            continue
+        lb, Vb = np.linalg.eig(A[ix])
+        lam[:, b], V[ix] = lb, Vb
+        with np.errstate(all="ignore"):
+            sv = np.linalg.svd(Vb.real, compute_uv=False)
+        smax, smin = np.maximum(smax, sv.max(axis=1)), np.minimum(smin, sv.min(axis=1))
     scale = np.maximum(np.abs(lam.real).max(axis=1), 1e-300)
     imag = np.abs(lam.imag).max(axis=1) > 1e-9 * scale
     lam, V = lam.real.copy(), V.real.copy()
     with np.errstate(all="ignore"):
-        cond = np.linalg.cond(V)
+        cond = smax / smin
     return lam, V, imag | ~np.isfinite(cond) | (cond > 1e10)
+
+
+def _inv_blocks(V: np.ndarray) -> np.ndarray:
+    """The inverse of block-diagonal bases ``V`` (N, L, L), block by block."""
+    n = V.shape[0]
+    out = np.zeros_like(V)
+    for b in _blocks(V):
+        ix = np.ix_(np.arange(n), b, b)
+        out[ix] = np.linalg.inv(V[ix])
+    return out
 
 
 def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numba", threads: int = 1):
@@ -199,8 +235,7 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numb
         bad |= nonfinite
     V[bad] = np.eye(L)
     lam[bad] = 0.0
-    Vinv = np.linalg.inv(V)
-    return V, Vinv, lam, bad
+    return V, _inv_blocks(V), lam, bad
 
 
 def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: dict[str, int]):
