@@ -178,7 +178,7 @@ def _counts(df: pd.DataFrame, arms: list[str]) -> dict:
 
 def _png(fig, alt: str) -> dict:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return {"src": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), "alt": alt}
 
