@@ -202,6 +202,19 @@ def test_linear_decomposition_block_by_block():
     assert not _eig(J)[2][0]
 
 
+@pytest.mark.parametrize("backend", ["numba", "c", "c-simd"])
+def test_no_patients_is_an_empty_result(backend):
+    """N = 0 (an empty block of a study) gives empty arrays, not an error from the linear sub-system."""
+    from chemohost.engine import cbackend
+
+    if backend != "numba" and not cbackend.available():
+        pytest.skip("no C compiler")
+    model, names, p = typical("chemo_core")
+    r = ch.simulate(model, np.zeros((0, p.size)), [ch.Regimen("gemcitabine", 1000, "bsa", "iv", 0.02, (1,), 21, 1)],
+                    [0.0, 1.0], ["ANC"], options=ch.SolverOptions(backend=backend))
+    assert r.values.shape == (0, 2, 1) and r.status.shape == (0,) and r.output("ANC").shape == (0, 2)
+
+
 def test_output_times_within_round_off_of_event_times():
     """2-h output grid vs an infusion ending at 1 h + 1 h: times equal up to one ulp."""
     model, names, p = typical("chemo_core")

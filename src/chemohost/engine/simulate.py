@@ -611,7 +611,7 @@ def simulate(model: Model | CompiledModel, params: np.ndarray, regimens: list[Re
     needed = np.asarray(cm.module.LIN_NEEDED, dtype=np.int64)
     # a mode matters to the integrated states if its eigenvector has a non-negligible entry in a
     # linear state they read (entries ~1e-18 are round-off of exact structural zeros)
-    colmax = np.abs(V).max(axis=1, keepdims=True) if V.size else V
+    colmax = np.abs(V).max(axis=1, keepdims=True) if V.shape[1] else V
     mode_needed = np.ascontiguousarray((np.abs(V[:, needed, :]) > 1e-12 * colmax).any(axis=1)) if needed.size \
         else np.zeros(lam.shape, dtype=np.bool_)
     res = np.full((n, times.size, len(outputs)), np.nan) if prior is None else np.array(prior, dtype=float)
