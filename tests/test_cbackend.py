@@ -172,6 +172,12 @@ def test_a_library_that_does_not_load_is_removed_and_a_failed_build_not_retried(
     with pytest.warns(RuntimeWarning, match="using numba instead"):
         simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="auto"))
     assert len(log.read_text().splitlines()) == calls + 2  # remembered: not built again in this process
+    monkeypatch.setattr(cbackend, "_failed", {})  # a new process: the failures are remembered on disk
+    with pytest.raises(SolverError, match=r"does not load .*remembered in .*\.failed; delete it to try again"):
+        simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="c-simd"))
+    with pytest.warns(RuntimeWarning, match="using numba instead"):
+        simulate(cm, P[:1], regs, [0.0, 1.0], ["ANC"], options=SolverOptions(backend="auto"))
+    assert len(log.read_text().splitlines()) == calls + 4  # (compiler --version only: nothing built)
 
 
 def test_a_cached_library_loads_without_generating_its_source(host, monkeypatch, tmp_path):

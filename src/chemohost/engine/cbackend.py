@@ -337,7 +337,9 @@ def compiler() -> str:
 def library(cm, lanes: int = 1):
     """The compiled C engine of model ``cm`` with ``lanes`` patients side by side per thread (1: backend "c";
     :data:`SIMD_LANES`: "c-simd"), built once and cached beside its numba module.  A build or load that failed is
-    remembered for the process (raised again, not retried on every call)."""
+    remembered (raised again, not retried on every call): for the process, and for later processes by a
+    ``.failed`` file beside the library (so ``auto`` on a platform without vector maths does not pay a failed
+    lane build in every process or Dask worker)."""
     cc = compiler()
     mkey = (cm.module.__file__, cc, lanes)
     if mkey in _loaded:
@@ -389,6 +391,21 @@ def _build_and_load(cm, cc: str, lanes: int):
     key = hashlib.sha256("\0".join([digest, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
     directory = Path(cm.module.__file__).parent
     so = directory / f"chemohost_c_{key}.so"
+    failed = so.with_suffix(".failed")  # a build or load that failed, remembered across processes
+    if failed.exists():
+        raise SolverError(f"{failed.read_text(errors='replace')} (remembered in {failed}; delete it to try again)")
+    try:
+        return _compile_and_open(cm, cc, lanes, so, key, flags, text)
+    except SolverError as exc:
+        try:
+            failed.write_text(str(exc))
+        except OSError:
+            pass
+        raise
+
+
+def _compile_and_open(cm, cc: str, lanes: int, so: Path, key: str, flags: list, text: str | None):
+    directory = so.parent
     if not so.exists():
         if text is None:
             text = c_source(Path(cm.module.__file__).read_text(), lanes)
