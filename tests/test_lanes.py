@@ -198,7 +198,7 @@ def test_vector_pow_has_pows_results_on_special_values(tmp_path):
                    "\nvoid f(int n, double *a, double *b, double *o1, double *o2) {\n"
                    "    for (int i = 0; i < n; i++) { o1[i] = _vpow(a[i], b[i]); o2[i] = pow(a[i], b[i]); }\n}\n")
     so = tmp_path / "vp.so"
-    subprocess.run([cbackend.compiler(), *cbackend.SIMD_FLAGS, *cbackend.NATIVE, "-o", str(so), str(src), "-lm"],
+    subprocess.run([cbackend.compiler(), *cbackend.SIMD_FLAGS, *cbackend.SIMD_NATIVE, "-o", str(so), str(src), "-lm"],
                    check=True)
     lib = ctypes.CDLL(str(so))
     vals = [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 3.0, -3.0, 4.0, -4.0, np.inf, -np.inf, np.nan, 1e-300, 1e300,
@@ -243,3 +243,5 @@ def test_lane_engine_in_a_file_and_the_refusal_of_early_returns():
     f = ast.parse("def rhs(t, y, dy):\n    if y[0] > 1.0:\n        return\n    dy[0] = 1.0\n").body[0]
     with pytest.raises(SolverError, match="returns before its end.*use backend 'c'"):
         conv.kernel(f)
+    with pytest.raises(SolverError, match="step-start kernel returns.*use backend 'c'"):  # the fused step start
+        conv.fused("start_v", [f])
