@@ -427,7 +427,7 @@ def _backend(options: SolverOptions, cm: CompiledModel) -> str:
 def _snapshot_layout(cm: CompiledModel, n_events: int, n_doses: int, n_groups: int) -> tuple[int, int]:
     """Lengths of one snapshot's float and integer parts (the solver template's layout)."""
     n_x = len(cm.ode_species) + len(cm.lin_species)
-    return 2 + 5 * n_x + 3 * n_doses + 2 * n_events, 4 + 4 * n_events + n_doses + 3 * n_groups
+    return 2 + 5 * n_x + len(cm.ode_species) + 3 * n_doses + 2 * n_events, 4 + 4 * n_events + n_doses + 3 * n_groups
 
 
 def snapshot_bytes(cm: CompiledModel, regimens: list[Regimen], n_days: int) -> int:

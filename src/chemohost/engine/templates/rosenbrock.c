@@ -326,6 +326,7 @@ typedef struct {
     uint8_t *discontinued, *paused;
     double xl[N_LIN1], b[N_LIN1], c0[N_LIN1], dd[N_LIN1], xr[N_LIN1], xc[N_LIN1];
     double aw[N_ODE1], yc[N_ODE1], uc[N_ODE1], h1[N_ODE1], h2[N_ODE1];
+    int8_t drug[N_ODE1];  /* states that start at zero: their error floor follows their peak */
     double qd[N_DERIVED1], Jc[N_JAC1], JLc[N_JLIN1];
     double h_event[3 * (N_ODE + N_LIN) + 1];
     int64_t modes[N_LIN1], piv[N_ODE1];
@@ -394,7 +395,10 @@ static void lane_load(const Shared *S, Work *w, Lane *L, int l, int64_t i) {
     for (int64_t q = 0; q < N_ODE1; q++) L->yc[q] = 0.0;
     init_state(L->p, L->yc, L->xl);
     _scatter(L->yc, N_ODE1, l, w->y);
-    for (int64_t q = 0; q < n; q++) L->aw[q] = L->yc[q] <= 0.0 ? S->atol : REL_FLOOR;
+    for (int64_t q = 0; q < n; q++) {
+        L->drug[q] = L->yc[q] <= 0.0;
+        L->aw[q] = L->yc[q] <= 0.0 ? S->atol : REL_FLOOR;
+    }
     derived(L->p, L->qd);
     _scatter(L->qd, N_DERIVED1, l, w->qd);
     for (int64_t q = 0; q < S->NP; q++) AT(w->p, q, l) = L->p[q];
@@ -419,7 +423,7 @@ static void lane_load(const Shared *S, Work *w, Lane *L, int l, int64_t i) {
     L->h = 0.0;
     L->k = L->j = L->steps = L->nrej = 0;
     L->n_g = (li - 4 - 4 * n_e - n_d) / 3;
-    L->keep = lf >= 2 + 5 * (n + nl) + 3 * n_d + 2 * n_e && L->n_g >= L->n_groups;
+    L->keep = lf >= 2 + 5 * (n + nl) + n + 3 * n_d + 2 * n_e && L->n_g >= L->n_groups;
     L->sn = 0;
     L->status = ST_OK;
     int64_t start_snap = S->start_snap[i];
@@ -440,6 +444,8 @@ static void lane_load(const Shared *S, Work *w, Lane *L, int l, int64_t i) {
         o_ += 2 * (n + nl);
         for (int64_t q = 0; q < 3 * (n + nl); q++) L->h_event[q] = sf[o_ + q];
         o_ += 3 * (n + nl);
+        for (int64_t q = 0; q < n; q++) L->aw[q] = sf[o_ + q];
+        o_ += n;
         for (int64_t q = 0; q < n_d; q++) {
             L->rate[q] = sf[o_ + q];
             L->factors[q] = sf[o_ + n_d + 2 * n_e + q];
@@ -512,6 +518,8 @@ segment:
         o_ += 2 * (n + nl);
         for (int64_t i = 0; i < 3 * (n + nl); i++) sf[o_ + i] = L->h_event[i];
         o_ += 3 * (n + nl);
+        for (int64_t i = 0; i < n; i++) sf[o_ + i] = L->aw[i];
+        o_ += n;
         for (int64_t q = 0; q < n_d; q++) {
             sf[o_ + q] = L->rate[q];
             sf[o_ + n_d + 2 * n_e + q] = L->factors[q];
@@ -755,6 +763,8 @@ after_step:
                 }
             }
             L->t = t_new;
+            for (int64_t i = 0; i < n; i++)  /* a drug-driven state's error floor follows its peak */
+                if (L->drug[i] && rtol * y[i * LANES] > L->aw[i]) L->aw[i] = rtol * y[i * LANES];
             double fac = err > 1e-10 ? 0.9 * w->pw[l] : 6.0;
             if (fac > 6.0) fac = 6.0;
             if (fac < 0.2) fac = 0.2;

@@ -319,13 +319,18 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     y = np.zeros(n)
     xl = np.zeros(nl)
     init_state(p, y, xl)
-    # absolute error floor per integrated state: atol (in the state's unit) for states that start
-    # at zero (drug-driven: metabolites, occupancies, damage); pure relative control for states with
-    # a positive baseline (cell populations, mediators), so a population that collapses by many
-    # orders of magnitude, and what regrows from it, is tracked (with one atol for all, marrow
-    # progenitors below atol were noise and a collapsed ANC came back ~1000x too high)
+    # absolute error floor per integrated state: pure relative control for states with a positive
+    # baseline (cell populations, mediators), so a population that collapses by many orders of
+    # magnitude, and what regrows from it, is tracked (with one atol for all, marrow progenitors below
+    # atol were noise and a collapsed ANC came back ~1000x too high); for states that start at zero
+    # (drug-driven: metabolites, occupancies, damage) atol (in the state's unit), raised to rtol x the
+    # largest value the state has reached (each accepted step), so a drug-driven state is resolved to
+    # rtol of its own peak -- not its rise from zero at every dose nor its decay tail down to atol
+    # (absolute tolerances scaled by each state's largest value, as SimBiology does by default)
     aw = np.zeros(n)
+    drug = np.zeros(n, dtype=np.int64)
     for i in range(n):
+        drug[i] = 1 if y[i] <= 0.0 else 0
         aw[i] = atol if y[i] <= 0.0 else REL_FLOOR
     qd = np.zeros(N_DERIVED)   # parameter-only subexpressions, computed once per patient
     derived(p, qd)
@@ -382,7 +387,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     # first accepted step after each kind of event (target, kind), scaled by the controller's
     # proposal: the next event of the same kind starts from it instead of being rejected down to it
     h_event = np.zeros(3 * (n + nl))
-    # snapshot layout. snap_f: t, h, y, xl, u, b, h_event, rate (per dose), ev_time, ev_amount, factors,
+    # snapshot layout. snap_f: t, h, y, xl, u, b, h_event, aw, rate (per dose), ev_time, ev_amount, factors,
     # dose_time; snap_i: k, j, steps, rejected, ev_kind, ev_target, ev_dose, bio_index, dose_status, then
     # n_delays, discontinued, paused (n_g entries each: the caller's count of dose groups)
     n_snap = snap_t.shape[0]
@@ -390,7 +395,7 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
     n_d = factors.shape[0]
     n_g = (snap_i.shape[1] - 4 - 4 * n_e - n_d) // 3
     # snapshot arrays too short for the layout: the snapshot days are step boundaries only, nothing is saved
-    keep = snap_f.shape[1] >= 2 + 5 * (n + nl) + 3 * n_d + 2 * n_e and n_g >= n_groups
+    keep = snap_f.shape[1] >= 2 + 5 * (n + nl) + n + 3 * n_d + 2 * n_e and n_g >= n_groups
     sn = 0
     if start_snap >= 0:
         sf = snap_f[start_snap]
@@ -408,6 +413,9 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
         for i in range(3 * (n + nl)):
             h_event[i] = sf[o_ + i]
         o_ += 3 * (n + nl)
+        for i in range(n):
+            aw[i] = sf[o_ + i]
+        o_ += n
         for q in range(n_d):
             rate[q] = sf[o_ + q]
             factors[q] = sf[o_ + n_d + 2 * n_e + q]
@@ -449,6 +457,9 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
             for i in range(3 * (n + nl)):
                 sf[o_ + i] = h_event[i]
             o_ += 3 * (n + nl)
+            for i in range(n):
+                sf[o_ + i] = aw[i]
+            o_ += n
             for q in range(n_d):
                 sf[o_ + q] = rate[q]
                 sf[o_ + n_d + 2 * n_e + q] = factors[q]
@@ -728,6 +739,8 @@ def simulate_one(p, V, Vinv, lam, mode_needed, ev_time, ev_kind, ev_target, ev_a
                     t = t_new
                     for i in range(n):
                         y[i] = yn[i]
+                        if drug[i] != 0 and rtol * y[i] > aw[i]:
+                            aw[i] = rtol * y[i]  # a drug-driven state's floor follows its peak
                     # the linear states at the step's end are those at the next step's start
                     xt, xe = xe, xt
                     dxt, dxe = dxe, dxt
