@@ -194,11 +194,18 @@ def test_a_cached_library_loads_without_generating_its_source(host, monkeypatch,
     r = simulate(cm, P[:1], regs, [0.0, 7.0], ["ANC"], options=SolverOptions(backend="c"))
     assert calls == [] and np.array_equal(r.values, ref.values)
     changed = tmp_path / "rosenbrock.c"
-    changed.write_text(cbackend._TEMPLATE.read_text() + "\n/* changed */\n")
+    mark = f"/* changed {tmp_path.name} */\n"  # (new in every run: a record of an earlier run must not match)
+    changed.write_text(cbackend._TEMPLATE.read_text() + mark)
     monkeypatch.setattr(cbackend, "_TEMPLATE", changed)
-    digest, text = cbackend._source_digest(cm, 1)
-    assert text is not None and text.endswith("/* changed */\n") and len(calls) == 1
-    assert digest == hashlib.sha256(text.encode()).hexdigest()
+    records = set(Path(cm.module.__file__).parent.glob("chemohost_csrc_*"))
+    try:
+        digest, text = cbackend._source_digest(cm, 1)
+        assert text is not None and text.endswith(mark) and len(calls) == 1
+        assert digest == hashlib.sha256(text.encode()).hexdigest()
+        assert cbackend._source_digest(cm, 1) == (digest, None)  # recorded
+    finally:
+        for f in set(Path(cm.module.__file__).parent.glob("chemohost_csrc_*")) - records:
+            f.unlink()
 
 
 def test_translation_refuses_what_it_does_not_know():

@@ -126,6 +126,36 @@ def test_a_mode_one_lane_does_not_use_cannot_spoil_it():
         assert np.array_equal(getattr(both, f)[0], getattr(alone, f)[0], equal_nan=True), f
 
 
+def test_a_lane_without_modes_beside_lanes_with_modes_is_the_patient_alone():
+    """The step start runs one fused kernel for every lane: a patient with no drug on board (no active PK modes) gets
+    the same right-hand side and Jacobian bit for bit whether its companions have modes or not (with a separate path
+    for lanes without modes, a restart whose companions differed moved a value by an ulp)."""
+    from chemohost.protocol.event_table import PatientDoses
+
+    m = get_model("host_response")
+    cm = compile_model(m)
+    names, typ, cvs = parameter_vector(m, "human")
+    P = sample_patients(typ, cvs, 4, 3, True)
+    regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8), 21, 2)]
+    pd_ = PatientDoses.from_regimens(regs, 4, drugs=sorted(cm.model.drugs))
+    for i in (1, 3):  # no dose at all: no modes ever
+        pd_.time[i] = pd_.amount[i] = pd_.duration[i] = np.nan
+        for f in ("drug_index", "route", "basis", "regimen"):
+            getattr(pd_, f)[i] = -1
+        pd_.cycle[i] = 0
+        pd_.n_doses[i] = 0
+    t = np.arange(0.0, 40.0, 1.0)
+    opts = SolverOptions(backend="c-simd", threads=1)
+    mixed = simulate(cm, P, pd_, t, ["ANC", "tumour_total"], options=opts)
+    for i in range(4):
+        one = PatientDoses(**{f: getattr(pd_, f)[[i]] if isinstance(getattr(pd_, f), np.ndarray)
+                              else getattr(pd_, f) for f in pd_.__dataclass_fields__})
+        alone = simulate(cm, P[[i]], one, t, ["ANC", "tumour_total"], options=opts)
+        assert alone.status[0] == 0
+        for f in SimulationResult.PATIENT_ARRAYS:
+            assert np.array_equal(getattr(mixed, f)[i], getattr(alone, f)[0], equal_nan=True), (i, f)
+
+
 def test_lanes_restart_from_snapshots_bit_for_bit(host):
     cm, names, P = host
     regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8, 15), 28, 3, rule="gemcitabine_label_anc_delay")]

@@ -818,15 +818,12 @@ done:
  * Jacobians, whether they are finite (sums in the scalar engine's order) and dT = JL dxt */
 static void step_start(Work *w, const Lane *L) {
     for (int l = 0; l < LANES; l++) w->t[l] = L[l].t;
+    /* the right-hand side and both Jacobians in one lane loop, whether or not a lane has modes: a lane's rhs and
+     * Jacobian must not depend on which code its companions chose (the fused loop may round differently) */
+    start_v(w->t, w->y, w->xt, w->u, w->p, w->qd, w->f0s, w->Jvs, w->JLvs);
     int any_modes = 0;
     for (int l = 0; l < LANES; l++)
         if (L[l].need == NEED_START && L[l].n_modes > 0) any_modes = 1;
-    if (any_modes) {
-        start_v(w->t, w->y, w->xt, w->u, w->p, w->qd, w->f0s, w->Jvs, w->JLvs);
-    } else {
-        rhs_v(w->t, w->y, w->xt, w->u, w->p, w->qd, w->f0s);
-        jac_sp_v(w->t, w->y, w->xt, w->u, w->p, w->qd, w->Jvs);
-    }
     double *restrict js = w->js, *restrict jls = w->jls;
     const double *restrict Jvs = w->Jvs, *restrict JLvs = w->JLvs;
     for (int l = 0; l < LANES; l++) js[l] = jls[l] = 0.0;
