@@ -277,6 +277,9 @@ typedef struct {
     double t[LANES], h[LANES], ig[LANES], ih[LANES], ts[LANES], err[LANES];
     int ok[LANES], neg[LANES], finite[LANES], jfin[LANES], acc[LANES];
     double pw[LANES];  /* err^-1/4 */
+    /* each state's absolute error floor (atol or REL_FLOOR; a drug-driven state's follows rtol x its peak), and
+     * 1 for the drug-driven states (those that start at zero) */
+    double aw[N_ODE1 * LANES], drug[N_ODE1 * LANES];
     double js[LANES], jls[LANES];
     double *p;  /* (NP, LANES) */
 #if LANES > 1
@@ -325,8 +328,7 @@ typedef struct {
     int64_t *n_delays;
     uint8_t *discontinued, *paused;
     double xl[N_LIN1], b[N_LIN1], c0[N_LIN1], dd[N_LIN1], xr[N_LIN1], xc[N_LIN1];
-    double aw[N_ODE1], yc[N_ODE1], uc[N_ODE1], h1[N_ODE1], h2[N_ODE1];
-    int8_t drug[N_ODE1];  /* states that start at zero: their error floor follows their peak */
+    double yc[N_ODE1], uc[N_ODE1], h1[N_ODE1], h2[N_ODE1];
     double qd[N_DERIVED1], Jc[N_JAC1], JLc[N_JLIN1];
     double h_event[3 * (N_ODE + N_LIN) + 1];
     int64_t modes[N_LIN1], piv[N_ODE1];
@@ -396,8 +398,8 @@ static void lane_load(const Shared *S, Work *w, Lane *L, int l, int64_t i) {
     init_state(L->p, L->yc, L->xl);
     _scatter(L->yc, N_ODE1, l, w->y);
     for (int64_t q = 0; q < n; q++) {
-        L->drug[q] = L->yc[q] <= 0.0;
-        L->aw[q] = L->yc[q] <= 0.0 ? S->atol : REL_FLOOR;
+        AT(w->drug, q, l) = L->yc[q] <= 0.0 ? 1.0 : 0.0;
+        AT(w->aw, q, l) = L->yc[q] <= 0.0 ? S->atol : REL_FLOOR;
     }
     derived(L->p, L->qd);
     _scatter(L->qd, N_DERIVED1, l, w->qd);
@@ -444,7 +446,7 @@ static void lane_load(const Shared *S, Work *w, Lane *L, int l, int64_t i) {
         o_ += 2 * (n + nl);
         for (int64_t q = 0; q < 3 * (n + nl); q++) L->h_event[q] = sf[o_ + q];
         o_ += 3 * (n + nl);
-        for (int64_t q = 0; q < n; q++) L->aw[q] = sf[o_ + q];
+        for (int64_t q = 0; q < n; q++) AT(w->aw, q, l) = sf[o_ + q];
         o_ += n;
         for (int64_t q = 0; q < n_d; q++) {
             L->rate[q] = sf[o_ + q];
@@ -518,7 +520,7 @@ segment:
         o_ += 2 * (n + nl);
         for (int64_t i = 0; i < 3 * (n + nl); i++) sf[o_ + i] = L->h_event[i];
         o_ += 3 * (n + nl);
-        for (int64_t i = 0; i < n; i++) sf[o_ + i] = L->aw[i];
+        for (int64_t i = 0; i < n; i++) sf[o_ + i] = AT(w->aw, i, l);
         o_ += n;
         for (int64_t q = 0; q < n_d; q++) {
             sf[o_ + q] = L->rate[q];
@@ -636,14 +638,16 @@ segment:
     if (L->t_next > L->t_end) L->t_next = L->t_end;
     if (L->sn < n_snap && L->snap_t[L->sn] < L->t_next) L->t_next = L->snap_t[L->sn];
     /* 2. modal coordinates of the linear sub-system for this segment */
-    for (int64_t i = 0; i < nl; i++) {
-        double acc0 = 0.0, accb = 0.0;
-        for (int64_t q = 0; q < nl; q++) {
-            acc0 += L->Vinv[i * nl + q] * L->xl[q];
-            accb += L->Vinv[i * nl + q] * L->b[q];
+    /* (column by column over the linear states that are not zero -- undosed drugs' are: the same sums, in the same
+     * order, as row by row over all) */
+    for (int64_t i = 0; i < nl; i++) L->c0[i] = L->dd[i] = 0.0;
+    for (int64_t q = 0; q < nl; q++) {
+        double xq = L->xl[q], bq = L->b[q];
+        if (xq == 0.0 && bq == 0.0) continue;
+        for (int64_t i = 0; i < nl; i++) {
+            L->c0[i] += L->Vinv[i * nl + q] * xq;
+            L->dd[i] += L->Vinv[i * nl + q] * bq;
         }
-        L->c0[i] = acc0;
-        L->dd[i] = accb;
     }
     L->n_modes = 0;
     for (int64_t q = 0; q < nl; q++)
@@ -684,7 +688,7 @@ after_start:
     if (L->first) {
         double d0 = 0.0, d1 = 0.0;
         for (int64_t i = 0; i < n; i++) {
-            double sc = L->aw[i] + rtol * fabs(y[i * LANES]);
+            double sc = AT(w->aw, i, l) + rtol * fabs(y[i * LANES]);
             d0 += (y[i * LANES] / sc) * (y[i * LANES] / sc);
             d1 += (AT(w->f0, i, l) / sc) * (AT(w->f0, i, l) / sc);
         }
@@ -763,8 +767,6 @@ after_step:
                 }
             }
             L->t = t_new;
-            for (int64_t i = 0; i < n; i++)  /* a drug-driven state's error floor follows its peak */
-                if (L->drug[i] && rtol * y[i * LANES] > L->aw[i]) L->aw[i] = rtol * y[i * LANES];
             double fac = err > 1e-10 ? 0.9 * w->pw[l] : 6.0;
             if (fac > 6.0) fac = 6.0;
             if (fac < 0.2) fac = 0.2;
@@ -1036,7 +1038,7 @@ static void step_kernels(const Shared *S, Work *w, Lane *L) {
         for (int l = 0; l < LANES; l++) {
             AT(yn, i, l) += AT(k6, i, l);
             double ay = fabs(AT(y, i, l)), ayn = fabs(AT(yn, i, l));
-            double sc = L[l].aw[i] + S->rtol * (ay > ayn ? ay : ayn);
+            double sc = AT(w->aw, i, l) + S->rtol * (ay > ayn ? ay : ayn);
             err[l] += (AT(k6, i, l) / sc) * (AT(k6, i, l) / sc);
             if (AT(yn, i, l) < -sc) neg[l] = 1;
             if (!isfinite(AT(yn, i, l))) fin[l] = 0;
@@ -1058,6 +1060,9 @@ static void step_kernels(const Shared *S, Work *w, Lane *L) {
             AT(yn, i, l) = v;
             AT(yo, i, l) = AT(y, i, l);
             AT(y, i, l) = acc[l] ? v : AT(y, i, l);
+            /* a drug-driven state's error floor follows its peak: max(floor, rtol x y) */
+            double fl = S->rtol * v;
+            AT(w->aw, i, l) = acc[l] && AT(w->drug, i, l) != 0.0 && fl > AT(w->aw, i, l) ? fl : AT(w->aw, i, l);
         }
     double *restrict xt = w->xt, *restrict dxt = w->dxt;
     const double *restrict xe = w->xe, *restrict dxe = w->dxe;
