@@ -829,9 +829,30 @@ static void step_start(Work *w, const Lane *L) {
     double *restrict js = w->js, *restrict jls = w->jls;
     const double *restrict Jvs = w->Jvs, *restrict JLvs = w->JLvs;
     for (int l = 0; l < LANES; l++) js[l] = jls[l] = 0.0;
+#if LANES > 1
+    {   /* (only whether the sums are finite is read: four partial sums instead of one chain of dependent adds) */
+        double s1[LANES], s2[LANES], s3[LANES];
+        for (int l = 0; l < LANES; l++) s1[l] = s2[l] = s3[l] = 0.0;
+        int64_t m = 0;
+        for (; m + 4 <= N_JAC; m += 4)
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) {
+                js[l] += AT(Jvs, m, l);
+                s1[l] += AT(Jvs, m + 1, l);
+                s2[l] += AT(Jvs, m + 2, l);
+                s3[l] += AT(Jvs, m + 3, l);
+            }
+        for (; m < N_JAC; m++)
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) js[l] += AT(Jvs, m, l);
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) js[l] = (js[l] + s1[l]) + (s2[l] + s3[l]);
+    }
+#else
     for (int64_t m = 0; m < N_JAC; m++)
 #pragma omp simd
         for (int l = 0; l < LANES; l++) js[l] += AT(Jvs, m, l);
+#endif
     if (any_modes)
         for (int64_t m = 0; m < N_JLIN; m++)
 #pragma omp simd
@@ -863,7 +884,10 @@ static void step_start(Work *w, const Lane *L) {
         for (int64_t m = 0; m < N_JLIN; m++)
 #pragma omp simd
             for (int l = 0; l < LANES; l++)
-                AT(dT, JLROW[m], l) += stm[l] ? AT(JLv, m, l) * AT(w->dxt, JLCOL[m], l) : 0.0;
+            {
+                double prod = AT(JLv, m, l) * AT(w->dxt, JLCOL[m], l);  /* (loaded for every lane: a vector loop) */
+                AT(dT, JLROW[m], l) += stm[l] ? prod : 0.0;
+            }
 }
 
 /* b := W^-1 b for every lane (lanes on the dense fallback: their LU, on b as it was before the sparse solve) */
