@@ -91,6 +91,26 @@ def test_resume_refuses_checkpoints_of_another_run(tmp_path, capsys):
     verify_output(out)
 
 
+def test_resume_refuses_checkpoints_of_another_engine(tmp_path, monkeypatch):
+    """The fingerprint names the engine (back end, C source and build flags): chunks written by one engine are not
+    mixed with another's (e.g. after an upgrade that changed the C engine but not the model's code)."""
+    from chemohost.engine import cbackend
+    from chemohost.errors import ScenarioError
+    from chemohost.studies.checkpoint import Checkpoint
+    from chemohost.studies.trial import Trial, run_trial
+
+    if not cbackend.available():
+        pytest.skip("no C compiler")
+    tr = Trial.load(_trial_file(tmp_path, n=10))
+    folder = tmp_path / "ck"
+    first = run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp))
+    again = run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp, resume=True))  # the same engine: resumed
+    assert again.summary.get("resumed_chunks") and again.patients.equals(first.patients)
+    monkeypatch.setattr(cbackend, "_source_digest", lambda cm, lanes: ("0" * 64, None))  # another C engine
+    with pytest.raises(ScenarioError, match=r"another run \(differs in: engine\)"):
+        run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp, resume=True))
+
+
 @pytest.mark.parametrize("design", ["randomized", "posterior"])
 def test_other_designs_resume_from_their_checkpoints(tmp_path, capsys, design, monkeypatch):
     """The randomized and posterior-predictive designs record chunks too: a run interrupted after some

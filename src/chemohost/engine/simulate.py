@@ -424,6 +424,26 @@ def _backend(options: SolverOptions, cm: CompiledModel) -> str:
     return options.backend
 
 
+def engine_id(cm: CompiledModel, options: SolverOptions) -> str:
+    """The engine a run with ``options`` uses, as a checkpoint records it beside the model's code hash: its back end
+    and, for the C engines, the digest of their C source and build flags (the numba engine is the model's generated
+    module itself).  A checkpoint is then resumed only on the engine that wrote it, never mixed with another's
+    results (which differ by round-off, or by the tolerance where an engine's error control changed)."""
+    if options.device != "cpu":
+        return options.device
+    backend = _backend(options, cm)
+    if backend in ("c", "c-simd"):
+        import hashlib
+
+        from .cbackend import FLAGS, NATIVE, SIMD_FLAGS, SIMD_LANES, SIMD_NATIVE, _source_digest
+
+        lanes = SIMD_LANES if backend == "c-simd" else 1
+        flags = FLAGS + NATIVE if lanes == 1 else SIMD_FLAGS + SIMD_NATIVE
+        digest = hashlib.sha256((_source_digest(cm, lanes)[0] + " ".join(flags)).encode()).hexdigest()[:16]
+        return f"{backend}:{digest}"
+    return backend
+
+
 def _snapshot_layout(cm: CompiledModel, n_events: int, n_doses: int, n_groups: int) -> tuple[int, int]:
     """Lengths of one snapshot's float and integer parts (the solver template's layout)."""
     n_x = len(cm.ode_species) + len(cm.lin_species)

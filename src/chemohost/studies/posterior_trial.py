@@ -116,12 +116,14 @@ def run_posterior_trial(trial: Trial, posterior, draws: int, patients: int | Non
         bar = tqdm(total=total * len(trial.arms), unit="patient", desc=f"{spec.name} x {K} draws", file=sys.stderr,
                    mininterval=0.5, dynamic_ncols=True)
     from .. import __version__
+    from ..engine.simulate import engine_id
     from .checkpoint import Checkpoint
 
     ck = checkpoint({"design": "posterior", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
                      "seed": seed, "patients": n, "chunk": chunk, "draws": sel["draw"].tolist(),
                      "posterior": posterior.manifest.get("problem_sha256"), "model_code_hash": st.cm.source_hash,
-                     "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
+                     "engine": engine_id(st.cm, st.opts), "chemohost_version": __version__}) \
+        if checkpoint else Checkpoint(None, {})
     from .cluster import ChunkTask, InProcess
 
     ex = executor or InProcess()

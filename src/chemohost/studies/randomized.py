@@ -107,11 +107,13 @@ def run_randomized(trial: Trial, replicates: int, per_arm: int, seed: int | None
     rows, samples = [], {}
     keep = min(spec.keep_timecourses, N)
     from .. import __version__
+    from ..engine.simulate import engine_id
     from .checkpoint import Checkpoint
 
     ck = checkpoint({"design": "randomized", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
                      "seed": seed, "replicates": R, "per_arm": N, "chunk": chunk, "model_code_hash": st.cm.source_hash,
-                     "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
+                     "engine": engine_id(st.cm, st.opts), "chemohost_version": __version__}) \
+        if checkpoint else Checkpoint(None, {})
     from .cluster import ChunkTask, InProcess
 
     ex = executor or InProcess()

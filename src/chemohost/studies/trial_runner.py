@@ -283,11 +283,13 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
         chunk = min(chunk, max(64, -(-n // 10)))
     e_os = os_exponentials(seed, n)  # the same draws in every arm (paired design)
     sched = scan_schedule(trial.scan_model, trial.follow_up_days, seed, np.arange(n))  # same scan days in every arm
+    from ..engine.simulate import engine_id
     from .checkpoint import Checkpoint
 
     ck = checkpoint({"design": "paired", "trial_sha256": trial.sha256, "trial": spec.model_dump(mode="json"),
                      "seed": seed, "patients": n, "chunk": chunk, "model_code_hash": st.cm.source_hash,
-                     "chemohost_version": __version__}) if checkpoint else Checkpoint(None, {})
+                     "engine": engine_id(st.cm, st.opts), "chemohost_version": __version__}) \
+        if checkpoint else Checkpoint(None, {})
     from .cluster import ChunkTask, InProcess
 
     ex = executor or InProcess()
