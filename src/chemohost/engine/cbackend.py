@@ -7,8 +7,9 @@ parameters, the linear PK matrix) are translated to C statement by statement fro
 (:func:`kernels_c`: straight-line arithmetic, ``if``/``return``, subscripts; ``max``/``min`` with Python's
 semantics); the step kernels again in lane form (:func:`lane_kernels_c`, :class:`LaneKernelC`: LANES patients
 side by side, arrays ``[i * LANES + lane]``; the step start's right-hand side and Jacobians fused into one
-lane loop, ``start_v``, so the compiler computes the powers and logarithms they share once); and ``templates/rosenbrock.c``, a line-by-line translation of the
-solver template ``templates/rosenbrock.py`` restructured into lanes, is appended.  The text is compiled once per
+lane loop, ``start_v``, so the compiler computes the powers and logarithms they share once); and
+``templates/rosenbrock.c``, a line-by-line translation of the solver template ``templates/rosenbrock.py``
+restructured into lanes, is appended.  The text is compiled once per
 model and lane count into a shared library (``c``: 1 lane, ``gcc -O2 -fopenmp -ffp-contract=off``; ``c-simd``: 8
 lanes, :data:`SIMD_FLAGS`; cached beside the numba module, keyed by the text, the flags and the compiler) and
 called through ctypes, which releases the GIL; each OpenMP thread runs LANES patients at a time.
@@ -278,7 +279,6 @@ class LaneKernelC(KernelC):
             lines.append(f"        ok[l] = {self.expr(body[-1].value)};")
         return lines + ["    }", "}", ""]
 
-
     def fused(self, name: str, funcs: list) -> list[str]:
         """One lane loop running the bodies of ``funcs`` (the step-start kernels: the same inputs, their own
         outputs) in turn, their temporaries renamed apart: the compiler then computes a power or logarithm that
@@ -389,7 +389,8 @@ def _source_digest(cm, lanes: int) -> tuple[str, str | None]:
     the Python that parses the module."""
     module = Path(cm.module.__file__)
     py = module.read_text()
-    inputs = hashlib.sha256("\0".join([py, _TEMPLATE.read_text(), Path(__file__).read_text(), str(lanes), sys.version]).encode())
+    inputs = hashlib.sha256("\0".join([py, _TEMPLATE.read_text(), Path(__file__).read_text(), str(lanes),
+                                        sys.version]).encode())
     record = module.parent / f"chemohost_csrc_{inputs.hexdigest()[:20]}.sha256"
     try:
         digest = record.read_text().strip()
