@@ -33,6 +33,7 @@ import dataclasses
 import resource
 import time
 
+import chemohost  # noqa: F401  (first, as the CLI: it sets numpy's huge-page advice before numpy is imported)
 import numpy as np
 
 from chemohost.engine.simulate import BACKENDS, SolverOptions
