@@ -24,6 +24,7 @@ from chemohost.engine.codegen import compile_model
 from chemohost.engine.simulate import SimulationResult, SolverOptions, simulate
 from chemohost.model.registry import get_model
 from chemohost.protocol.dosing import Regimen, parse_dose
+from chemohost.protocol.event_table import PatientDoses
 from chemohost.studies.indications import load_indication
 
 pytestmark = pytest.mark.skipif(not cbackend.available(), reason="no C compiler")
@@ -96,12 +97,25 @@ def test_a_patients_result_does_not_depend_on_the_patients_beside_it(host):
         assert np.array_equal(getattr(rev, f)[::-1], getattr(ref, f), equal_nan=True), f
 
 
+def _drop_doses(pd_, i: int, first: int = 0) -> None:
+    """Patient ``i`` of per-patient doses ``pd_`` gets only its doses before ``first``."""
+    pd_.time[i, first:] = pd_.amount[i, first:] = pd_.duration[i, first:] = np.nan
+    for f in ("drug_index", "route", "basis", "regimen"):
+        getattr(pd_, f)[i, first:] = -1
+    pd_.cycle[i, first:] = 0
+    pd_.n_doses[i] = first
+
+
+def _one_patient(pd_, i: int):
+    """Patient ``i``'s rows of per-patient doses ``pd_``, as doses of one patient."""
+    return PatientDoses(**{f: getattr(pd_, f)[[i]] if isinstance(getattr(pd_, f), np.ndarray) else getattr(pd_, f)
+                           for f in pd_.__dataclass_fields__})
+
+
 def test_a_mode_one_lane_does_not_use_cannot_spoil_it():
     """A lane's closed-form PK adds only its own modes: another lane's mode is evaluated beside it, and with a
     growing eigenvalue (here a non-physical negative cisplatin clearance, in a patient given no cisplatin) exp
     overflows, and inf * 0 would be NaN.  The patient beside one who gets cisplatin is the patient alone."""
-    from chemohost.protocol.event_table import PatientDoses
-
     m = get_model("chemo_core")
     cm = compile_model(m)
     names, typ, cvs = parameter_vector(m, "human")
@@ -110,13 +124,8 @@ def test_a_mode_one_lane_does_not_use_cannot_spoil_it():
     regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1,), 60, 1),
             Regimen("cisplatin", 75, "bsa", "iv", 1 / 24, (1,), 60, 1)]
     pd_ = PatientDoses.from_regimens(regs, 2, drugs=sorted(cm.model.drugs))
-    pd_.time[0, 1:] = pd_.amount[0, 1:] = pd_.duration[0, 1:] = np.nan  # patient 0: gemcitabine only
-    for f in ("drug_index", "route", "basis", "regimen"):
-        getattr(pd_, f)[0, 1:] = -1
-    pd_.cycle[0, 1:] = 0
-    pd_.n_doses[0] = 1
-    alone_doses = PatientDoses(**{f: getattr(pd_, f)[[0]] if isinstance(getattr(pd_, f), np.ndarray)
-                                  else getattr(pd_, f) for f in pd_.__dataclass_fields__})
+    _drop_doses(pd_, 0, first=1)  # patient 0: gemcitabine only
+    alone_doses = _one_patient(pd_, 0)
     t = np.arange(0.0, 60.0, 1.0)
     opts = SolverOptions(backend="c-simd", threads=1)
     both = simulate(cm, P, pd_, t, ["ANC", "C_gem", "C_cis"], options=opts)
@@ -130,8 +139,6 @@ def test_a_lane_without_modes_beside_lanes_with_modes_is_the_patient_alone():
     """The step start runs one fused kernel for every lane: a patient with no drug on board (no active PK modes) gets
     the same right-hand side and Jacobian bit for bit whether its companions have modes or not (with a separate path
     for lanes without modes, a restart whose companions differed moved a value by an ulp)."""
-    from chemohost.protocol.event_table import PatientDoses
-
     m = get_model("host_response")
     cm = compile_model(m)
     names, typ, cvs = parameter_vector(m, "human")
@@ -139,18 +146,12 @@ def test_a_lane_without_modes_beside_lanes_with_modes_is_the_patient_alone():
     regs = [Regimen("gemcitabine", 1000, "bsa", "iv", 0.5 / 24, (1, 8), 21, 2)]
     pd_ = PatientDoses.from_regimens(regs, 4, drugs=sorted(cm.model.drugs))
     for i in (1, 3):  # no dose at all: no modes ever
-        pd_.time[i] = pd_.amount[i] = pd_.duration[i] = np.nan
-        for f in ("drug_index", "route", "basis", "regimen"):
-            getattr(pd_, f)[i] = -1
-        pd_.cycle[i] = 0
-        pd_.n_doses[i] = 0
+        _drop_doses(pd_, i)
     t = np.arange(0.0, 40.0, 1.0)
     opts = SolverOptions(backend="c-simd", threads=1)
     mixed = simulate(cm, P, pd_, t, ["ANC", "tumour_total"], options=opts)
     for i in range(4):
-        one = PatientDoses(**{f: getattr(pd_, f)[[i]] if isinstance(getattr(pd_, f), np.ndarray)
-                              else getattr(pd_, f) for f in pd_.__dataclass_fields__})
-        alone = simulate(cm, P[[i]], one, t, ["ANC", "tumour_total"], options=opts)
+        alone = simulate(cm, P[[i]], _one_patient(pd_, i), t, ["ANC", "tumour_total"], options=opts)
         assert alone.status[0] == 0
         for f in SimulationResult.PATIENT_ARRAYS:
             assert np.array_equal(getattr(mixed, f)[i], getattr(alone, f)[0], equal_nan=True), (i, f)

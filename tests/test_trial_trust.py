@@ -104,20 +104,20 @@ def test_km_rmst_matches_lifelines_with_ties_and_censoring():
     from lifelines import KaplanMeierFitter
     from lifelines.utils import restricted_mean_survival_time
 
-    from chemohost.studies.survival import _km_rmst_batch
+    from chemohost.studies.survival import km_rmst
 
     rng = np.random.default_rng(1)
     T = np.round(rng.exponential(6, 80))  # many ties
     E = rng.random(80) < 0.6
     for tau in (2.0, 6.0, 12.0, 50.0):
         ref = restricted_mean_survival_time(KaplanMeierFitter().fit(T, E), t=tau)
-        assert _km_rmst_batch(T[None], E[None], tau)[0] == pytest.approx(ref, rel=1e-10)
+        assert km_rmst(T, E, np.ones((1, 80), dtype=np.int64), [tau])[0, 0] == pytest.approx(ref, rel=1e-10)
 
 
 def test_bootstrap_rmst_by_copy_counts_equals_resampled_rows():
     """The paired bootstrap takes each replicate's draws as copy counts (one sort per arm); each replicate's
     RMST must be that of the resampled rows (ties, censoring, patients drawn several times or never)."""
-    from chemohost.studies.survival import _km_rmst_batch, _km_rmst_weighted
+    from chemohost.studies.survival import km_rmst, paired_rmst
 
     rng = np.random.default_rng(4)
     n = 60
@@ -127,11 +127,18 @@ def test_bootstrap_rmst_by_copy_counts_equals_resampled_rows():
     W = np.zeros((300, n), dtype=np.int64)
     for b in range(300):
         np.add.at(W[b], idx[b], 1)
+    one = np.ones((1, n), dtype=np.int64)
     for tau in (3.0, 8.0, 40.0):
-        by_rows = _km_rmst_batch(T[idx], E[idx], tau)
-        by_counts = _km_rmst_weighted(T, E, W, [tau])[0]
+        by_rows = np.array([km_rmst(T[i], E[i], one, [tau])[0, 0] for i in idx])  # each replicate's rows, sorted
+        by_counts = km_rmst(T, E, W, [tau])[0]
         np.testing.assert_allclose(by_counts, by_rows, rtol=1e-12, atol=1e-12)
         assert np.ptp(by_rows) > 0.1  # the replicates differ: the comparison is not between constants
+    # the paired bootstrap of the difference, in blocks: the same replicates
+    T2 = T + rng.integers(0, 3, n)
+    rc, ra, boot = paired_rmst(T, E, T2, E, idx, [8.0])
+    ref = [km_rmst(T2[i], E[i], one, [8.0])[0, 0] - km_rmst(T[i], E[i], one, [8.0])[0, 0] for i in idx]
+    np.testing.assert_allclose(boot[0], ref, rtol=1e-12, atol=1e-12)
+    assert ra[0] - rc[0] > 0
 
 
 def test_paired_effects_known_difference_and_identical_arms():

@@ -17,7 +17,7 @@ called through ctypes, which releases the GIL; each OpenMP thread runs LANES pat
 Why: numba spends ~40 s typing and lowering the generated module of ``host_response`` on a first run; the
 C compiler builds the same kernels in seconds (``benchmarks/small_runs.py``).  With 1 lane and without
 floating-point contraction both back ends perform the same operations in the same order, so they agree to
-round-off, bit for bit in the tests (tests/test_cbackend.py); 8 lanes run ~2.6-3x faster
+round-off, bit for bit in the tests (tests/test_cbackend.py); 8 lanes run ~2.4-3x faster
 (``benchmarks/lanes.py``) within round-off or the tolerance (tests/test_lanes.py).  The GPU kernel (:mod:`.gpu`)
 is still generated from the numba module.
 OpenMP (libgomp) is not fork-safe: a process that ran the C engine must not run it again in a forked child
@@ -52,8 +52,11 @@ FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-std=gnu11
 SIMD_FLAGS = ["-O2", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
 #: patients side by side per thread in the "c-simd" engine (AVX-512: 8 doubles; narrower units split the loops)
 SIMD_LANES = 8
-#: the step kernels, also generated in lane form (``<name>_v``)
-LANE_KERNELS = ("rhs", "jac_sp", "jac_lin_sp", "lu_sp", "solve_sp")
+#: the step kernels, also generated in lane form (``<name>_v``; the step start's rhs and Jacobians also as one fused
+#: loop, ``start_v``)
+LANE_KERNELS = ("rhs", "lu_sp", "solve_sp")
+#: the kernels fused into ``start_v`` (a step's start: one lane loop, shared powers computed once)
+START_KERNELS = ("rhs", "jac_sp", "jac_lin_sp")
 #: on x86-64 the library is built for this CPU (AVX-512 etc., as numba does); its cache key then names the CPU, so a
 #: cache directory shared by machines of different CPUs holds one library per CPU
 NATIVE = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
@@ -315,7 +318,7 @@ def lane_kernels_c(py_source: str, lanes: int) -> str:
     found = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
     for name in LANE_KERNELS:
         lines += conv.kernel(found[name])
-    lines += conv.fused("start_v", [found[k] for k in ("rhs", "jac_sp", "jac_lin_sp")])
+    lines += conv.fused("start_v", [found[k] for k in START_KERNELS])
     return "\n".join(lines)
 
 
@@ -410,13 +413,24 @@ def _source_digest(cm, lanes: int) -> tuple[str, str | None]:
     return digest, text
 
 
+def build_flags(lanes: int) -> list[str]:
+    """The compiler flags of the engine with ``lanes`` patients side by side (1: "c"; else "c-simd")."""
+    return FLAGS + NATIVE if lanes == 1 else SIMD_FLAGS + SIMD_NATIVE
+
+
+def engine_digest(cm, lanes: int) -> str:
+    """What the engine's results depend on beyond the model's code: its C source and build flags (a checkpoint
+    records it, :func:`chemohost.engine.simulate.engine_id`)."""
+    return hashlib.sha256((_source_digest(cm, lanes)[0] + " ".join(build_flags(lanes))).encode()).hexdigest()[:16]
+
+
 def _build_and_load(cm, cc: str, lanes: int):
     digest, text = _source_digest(cm, lanes)
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise SolverError(f"backend 'c': the C compiler {cc!r} does not run ({exc})") from None
-    flags = FLAGS + NATIVE if lanes == 1 else SIMD_FLAGS + SIMD_NATIVE
+    flags = build_flags(lanes)
     key = hashlib.sha256("\0".join([digest, cc, version, *flags, _cpu_id() if NATIVE else ""]).encode()).hexdigest()[:20]
     directory = Path(cm.module.__file__).parent
     so = directory / f"chemohost_c_{key}.so"

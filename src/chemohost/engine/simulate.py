@@ -45,7 +45,7 @@ class SolverOptions:
     ``backend="c"`` runs the CPU engine compiled by the system C compiler (:mod:`.cbackend`: a first compile
     in seconds instead of numba's ~40 s for the full model; results agree with numba to round-off);
     ``"numba"`` the numba-compiled one.  ``"c-simd"``: the C engine with 8 patients side by side in each
-    thread's SIMD lanes (AVX-512 vectors, glibc's vector exp/log, fused multiply-add): ~2.6-3x faster
+    thread's SIMD lanes (AVX-512 vectors, glibc's vector exp/log, fused multiply-add): ~2.4-3x faster
     (``benchmarks/lanes.py``) and not bit-identical to ``"c"``: values within round-off of it, with the same steps
     and dose decisions, except where round-off tips a step's accept (values then differ within the integration
     tolerance) or a monitored value lies within round-off of a rule's threshold (tests/test_lanes.py); a
@@ -167,14 +167,15 @@ def _blocks(A: np.ndarray) -> list[np.ndarray]:
     return sorted(blocks, key=lambda b: int(b[0]))
 
 
-def _eig(A: np.ndarray):
-    """Batched real eigen-decomposition, block by block (the matrix of independent drugs is block diagonal:
-    decomposing the blocks is ~10x cheaper than the whole matrix, and a mode then has exact zeros outside its
-    drug's compartments); flags complex or ill-conditioned bases (the condition number of the whole basis)."""
+def _eig(A: np.ndarray, blocks: list[np.ndarray] | None = None):
+    """Batched real eigen-decomposition, block by block (``blocks``: :func:`_blocks` of ``A``; the matrix of
+    independent drugs is block diagonal: decomposing the blocks is ~10x cheaper than the whole matrix, and a mode
+    then has exact zeros outside its drug's compartments); flags complex or ill-conditioned bases (the condition
+    number of the whole basis)."""
     n, L = A.shape[0], A.shape[1]
     lam, V = np.zeros((n, L), dtype=complex), np.zeros((n, L, L), dtype=complex)
     smax, smin = np.zeros(n), np.full(n, np.inf)
-    for b in _blocks(A):
+    for b in _blocks(A) if blocks is None else blocks:
         ix = np.ix_(np.arange(n), b, b)
         if b.size == 1:
             lam[:, b[0]], V[:, b[0], b[0]] = A[:, b[0], b[0]], 1.0
@@ -193,11 +194,11 @@ def _eig(A: np.ndarray):
     return lam, V, imag | ~np.isfinite(cond) | (cond > 1e10)
 
 
-def _inv_blocks(V: np.ndarray) -> np.ndarray:
-    """The inverse of block-diagonal bases ``V`` (N, L, L), block by block."""
+def _inv_blocks(V: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """The inverse of bases ``V`` (N, L, L) that are block diagonal in ``blocks``, block by block."""
     n = V.shape[0]
     out = np.zeros_like(V)
-    for b in _blocks(V):
+    for b in blocks:
         ix = np.ix_(np.arange(n), b, b)
         out[ix] = np.linalg.inv(V[ix])
     return out
@@ -220,7 +221,8 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numb
     # whole stack, so such patients get an identity basis here and are flagged (status 4 -> 3 below)
     nonfinite = ~np.isfinite(A).all(axis=(1, 2))
     A[nonfinite] = -np.eye(L)
-    lam, V, bad = _eig(A)
+    blocks = _blocks(A)  # (the perturbation below and the identity bases keep them)
+    lam, V, bad = _eig(A, blocks)
     bad |= nonfinite
     if bad.any():
         # repeated eigenvalues (e.g. ka equal to an elimination rate) make the eigenbasis singular;
@@ -229,13 +231,13 @@ def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numb
         Aj = A[bad].copy()
         d = np.abs(Aj[:, np.arange(L), np.arange(L)])
         Aj[:, np.arange(L), np.arange(L)] -= 1e-6 * np.maximum(d, 1e-12) * (1.0 + np.arange(L)) / L
-        lam_j, V_j, bad_j = _eig(Aj)
+        lam_j, V_j, bad_j = _eig(Aj, blocks)
         lam[bad], V[bad] = lam_j, V_j
         bad[bad] = bad_j
         bad |= nonfinite
     V[bad] = np.eye(L)
     lam[bad] = 0.0
-    return V, _inv_blocks(V), lam, bad
+    return V, _inv_blocks(V, blocks), lam, bad
 
 
 def _events(cm: CompiledModel, table: DoseTable, amounts: np.ndarray, params: dict[str, int]):
@@ -433,14 +435,9 @@ def engine_id(cm: CompiledModel, options: SolverOptions) -> str:
         return options.device
     backend = _backend(options, cm)
     if backend in ("c", "c-simd"):
-        import hashlib
+        from .cbackend import SIMD_LANES, engine_digest
 
-        from .cbackend import FLAGS, NATIVE, SIMD_FLAGS, SIMD_LANES, SIMD_NATIVE, _source_digest
-
-        lanes = SIMD_LANES if backend == "c-simd" else 1
-        flags = FLAGS + NATIVE if lanes == 1 else SIMD_FLAGS + SIMD_NATIVE
-        digest = hashlib.sha256((_source_digest(cm, lanes)[0] + " ".join(flags)).encode()).hexdigest()[:16]
-        return f"{backend}:{digest}"
+        return f"{backend}:{engine_digest(cm, SIMD_LANES if backend == 'c-simd' else 1)}"
     return backend
 
 

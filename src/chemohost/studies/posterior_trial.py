@@ -189,7 +189,7 @@ def per_draw_statistics(pdf: pd.DataFrame, trial: Trial, sel: pd.DataFrame, para
                         seed: int) -> pd.DataFrame:
     """One row per (draw, arm): the arm's metrics and, for non-control arms, paired effects vs control."""
     from .replicates import cox_batch, km_median_batch
-    from .survival import _km_rmst_batch
+    from .survival import paired_rmst
 
     control = trial.spec.control
     fu = trial.follow_up_days / DAYS_PER_MONTH
@@ -222,17 +222,13 @@ def per_draw_statistics(pdf: pd.DataFrame, trial: Trial, sel: pd.DataFrame, para
                     if tau > fu + 1e-9:  # past the follow-up: not estimable (the paired trial restricts it)
                         row[f"rmst_diff_{tau:g}"] = row[f"rmst_diff_{tau:g}_mc_se"] = np.nan
                         continue
-                    t_eff = tau
                     if m.all():
-                        est = (_km_rmst_batch(ta[None], ea[None], t_eff) - _km_rmst_batch(tc[None], ec[None], t_eff))[0]
-                        boot = (_km_rmst_batch(ta[idx], ea[idx], t_eff) - _km_rmst_batch(tc[idx], ec[idx], t_eff))
+                        rc, ra, boot = paired_rmst(tc, ec, ta, ea, idx, [tau])
                     else:  # failed patients: drop pairs (bootstrap on the analysable pairs)
-                        tcm, ecm, tam, eam = tc[m], ec[m], ta[m], ea[m]
                         j = rng.integers(0, m.sum(), size=(n_boot, int(m.sum())))
-                        est = (_km_rmst_batch(tam[None], eam[None], t_eff) - _km_rmst_batch(tcm[None], ecm[None], t_eff))[0]
-                        boot = _km_rmst_batch(tam[j], eam[j], t_eff) - _km_rmst_batch(tcm[j], ecm[j], t_eff)
-                    row[f"rmst_diff_{tau:g}"] = float(est)
-                    row[f"rmst_diff_{tau:g}_mc_se"] = float(np.std(boot, ddof=1))
+                        rc, ra, boot = paired_rmst(tc[m], ec[m], ta[m], ea[m], j, [tau])
+                    row[f"rmst_diff_{tau:g}"] = float(ra[0] - rc[0])
+                    row[f"rmst_diff_{tau:g}_mc_se"] = float(np.std(boot[0], ddof=1))
                 cx = cox_batch(tc[m][None], ec[m][None], ta[m][None], ea[m][None])
                 row["hr"] = float(cx["hr"][0])
                 delta = np.minimum(ta[m], fu) - np.minimum(tc[m], fu)

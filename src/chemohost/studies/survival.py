@@ -335,32 +335,13 @@ def compare_arms(df: pd.DataFrame, control: str, arm_col: str = "arm", endpoint:
 
 # ------------------------------------------------------------------------- paired (counterfactual) effects
 
-def _km_rmst_batch(T: np.ndarray, E: np.ndarray, tau: float) -> np.ndarray:
-    """RMST up to ``tau`` of the Kaplan-Meier curve of each row of (B, n) ``T``/``E`` (vectorised
-    product-limit estimator; ties: events before censorings at the same time, as lifelines does).
-    Checked against lifelines' ``restricted_mean_survival_time`` in the tests."""
-    T = np.atleast_2d(T).astype(float)
-    E = np.atleast_2d(E).astype(bool)
-    order = np.lexsort((~E, T), axis=-1)
-    Ts = np.take_along_axis(T, order, axis=1)
-    Es = np.take_along_axis(E, order, axis=1)
-    B, n = Ts.shape
-    at_risk = n - np.arange(n)[None, :]
-    # KM factor per row element; tied event times multiply to the same value as the grouped formula
-    f = np.where(Es, 1.0 - 1.0 / at_risk, 1.0)
-    S = np.cumprod(f, axis=1)  # survival just after each sorted time
-    t_prev = np.concatenate([np.zeros((B, 1)), np.minimum(Ts, tau)], axis=1)
-    S_prev = np.concatenate([np.ones((B, 1)), S], axis=1)
-    widths = np.diff(t_prev, axis=1)  # (B, n)
-    area = (S_prev[:, :-1] * widths).sum(axis=1)
-    return area + S_prev[:, -1] * np.maximum(tau - np.minimum(Ts[:, -1], tau), 0.0)
-
-
-def _km_rmst_weighted(T: np.ndarray, E: np.ndarray, W: np.ndarray, taus) -> np.ndarray:
+def km_rmst(T: np.ndarray, E: np.ndarray, W: np.ndarray, taus) -> np.ndarray:
     """RMST up to each of ``taus`` of the Kaplan-Meier curves of one sample (T, E: (n,)) under (B, n) integer
-    weights ``W`` (bootstrap replicates as copy counts): (len(taus), B).  The same curves as
-    :func:`_km_rmst_batch` on the resampled rows (a patient drawn w times is w tied rows; their factors
-    multiply to 1 - w / at-risk), up to round-off, with one sort instead of one per replicate."""
+    weights ``W`` -- copy counts: a bootstrap replicate, or ones for the sample itself: (len(taus), B).
+    Product-limit estimator, ties as lifelines (events before censorings at the same time); a patient drawn w
+    times is w tied rows, whose factors multiply to 1 - w / at-risk, so a replicate's curve is the resampled
+    rows' with one sort instead of one per replicate.  Checked against lifelines'
+    ``restricted_mean_survival_time`` and against explicitly resampled rows in the tests."""
     order = np.lexsort((~E, T))
     Ts, Es, Ws = T[order], E[order], W[:, order].astype(float)
     at_risk = np.cumsum(Ws[:, ::-1], axis=1)[:, ::-1]
@@ -373,6 +354,26 @@ def _km_rmst_weighted(T: np.ndarray, E: np.ndarray, W: np.ndarray, taus) -> np.n
         area = S_prev[:, :-1] @ np.diff(t_prev)
         out.append(area + S_prev[:, -1] * max(tau - min(Ts[-1], tau), 0.0))
     return np.array(out)
+
+
+def paired_rmst(tc, ec, ta, ea, idx: np.ndarray | None, taus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paired samples (index i: the same patient in both) at each of ``taus``: ``(RMST of the control,
+    RMST of the arm (len(taus),), bootstrap replicates of their difference (len(taus), B))``, replicate b drawing
+    the patients ``idx[b]`` in both arms (None: no replicates).  Replicates run in blocks of ~2.5e5 values (bounded
+    memory at large n)."""
+    n = tc.size
+    one = np.ones((1, n), dtype=np.int64)
+    rc, ra = km_rmst(tc, ec, one, taus)[:, 0], km_rmst(ta, ea, one, taus)[:, 0]
+    if idx is None or not len(idx):
+        return rc, ra, np.zeros((len(taus), 0))
+    step = max(1, 250_000 // n)
+    parts = []
+    for b in range(0, idx.shape[0], step):
+        rows = idx[b:b + step]
+        W = np.bincount((rows + n * np.arange(rows.shape[0])[:, None]).ravel(),
+                        minlength=rows.shape[0] * n).reshape(rows.shape[0], n)
+        parts.append(km_rmst(ta, ea, W, taus) - km_rmst(tc, ec, W, taus))
+    return rc, ra, np.concatenate(parts, axis=1)
 
 
 def paired_effects(t_ctrl, e_ctrl, t_arm, e_arm, *, taus=(12.0, 24.0), follow_up=None, n_boot=1000,
@@ -402,28 +403,12 @@ def paired_effects(t_ctrl, e_ctrl, t_arm, e_arm, *, taus=(12.0, 24.0), follow_up
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     t_effs = [min(float(tau), L) for tau in taus]
-    boot = np.zeros((len(taus), 0))
-    if not identical:
-        # the paired bootstrap: replicate b draws the patients idx[b] (the same in both arms), taken as copy
-        # counts; blocks of ~2.5e5 values keep the memory bounded at large n
-        step = max(1, 250_000 // n)
-        parts = []
-        for b in range(0, n_boot, step):
-            rows = idx[b:b + step]
-            W = np.bincount((rows + n * np.arange(rows.shape[0])[:, None]).ravel(),
-                            minlength=rows.shape[0] * n).reshape(rows.shape[0], n)
-            parts.append(_km_rmst_weighted(ta, ea, W, t_effs) - _km_rmst_weighted(tc, ec, W, t_effs))
-        boot = np.concatenate(parts, axis=1)
+    rc, ra, boot = paired_rmst(tc, ec, ta, ea, None if identical else idx, t_effs)
     for j, tau in enumerate(taus):
-        t_eff = t_effs[j]
-        rc = float(_km_rmst_batch(tc[None], ec[None], t_eff)[0])
-        ra = float(_km_rmst_batch(ta[None], ea[None], t_eff)[0])
-        if identical:
-            lo = hi = 0.0
-        else:
-            lo, hi = (float(x) for x in np.percentile(boot[j], [2.5, 97.5]))
-        out[f"rmst_diff_{tau:g}"] = {"estimate": ra - rc, "ci_low": lo, "ci_high": hi, "rmst_ctrl": rc,
-                                     "rmst_arm": ra, "tau": float(tau), "beyond_follow_up": bool(tau > L)}
+        lo, hi = (0.0, 0.0) if identical else (float(x) for x in np.percentile(boot[j], [2.5, 97.5]))
+        out[f"rmst_diff_{tau:g}"] = {"estimate": float(ra[j] - rc[j]), "ci_low": lo, "ci_high": hi,
+                                     "rmst_ctrl": float(rc[j]), "rmst_arm": float(ra[j]), "tau": float(tau),
+                                     "beyond_follow_up": bool(tau > L)}
     if identical:
         out["hr"] = {"estimate": 1.0, "ci_low": 1.0, "ci_high": 1.0, "p": 1.0}
     else:

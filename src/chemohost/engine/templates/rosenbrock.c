@@ -2,8 +2,8 @@
  *
  * chemohost.engine.cbackend prepends the model's constants and kernels (rhs, jac_sp, jac_lin_sp, lu_sp,
  * solve_sp, output_one, init_state, derived, lin_matrix), translated from the generated numba module, and the
- * step kernels again in lane form (rhs_v, jac_sp_v, jac_lin_sp_v, lu_sp_v, solve_sp_v: LANES patients side by
- * side, arrays in lane layout [i * LANES + lane]), and compiles the whole text with the system C compiler into a
+ * step kernels again in lane form (start_v: rhs, jac_sp and jac_lin_sp fused; rhs_v, lu_sp_v, solve_sp_v: LANES
+ * patients side by side, arrays in lane layout [i * LANES + lane]), and compiles the whole text with the system C compiler into a
  * shared library (cached on disk).
  *
  * The solver is templates/rosenbrock.py (Rodas4 with closed-form linear PK, sparse LU with dense fallback, dense
@@ -817,7 +817,7 @@ done:
 }
 
 /* the step kernels at the start of a step, for the lanes that need them (others keep their values): f0, the
- * Jacobians, whether they are finite (sums in the scalar engine's order) and dT = JL dxt */
+ * Jacobians, whether they are finite (sums: in the scalar engine's order for LANES = 1) and dT = JL dxt */
 static void step_start(Work *w, const Lane *L) {
     for (int l = 0; l < LANES; l++) w->t[l] = L[l].t;
     /* the right-hand side and both Jacobians in one lane loop, whether or not a lane has modes: a lane's rhs and
