@@ -249,3 +249,15 @@ def test_messages_do_not_leak_internal_prefixes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Value error," not in err
     assert "validation error" not in err.lower()
+
+
+def test_bad_report_workers_variable_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    file = tmp_path / "trial.yaml"
+    file.write_text((Path(__file__).resolve().parents[1] / "scenarios" / "trial_pancreatic_il1_blockade.yaml")
+                    .read_text())
+    out = tmp_path / "out"
+    monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", "many")
+    rc = main(["trial", str(file), "--out", str(out), "--patients", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "CHEMOHOST_REPORT_WORKERS" in err and "'many'" in err and "Traceback" not in err
+    assert not out.exists()

@@ -235,9 +235,42 @@ def test_starting_chemohost_imports_neither_sympy_nor_libsbml():
     import subprocess
     import sys
 
-    code = "import sys, chemohost.cli; print(sorted(m for m in ('sympy', 'libsbml') if m in sys.modules))"
+    code = "import sys, chemohost.cli; print(sorted(m for m in ('sympy', 'libsbml', 'pint') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_unit_registry_is_built_from_pints_cache_and_survives_a_damaged_or_unwritable_one(tmp_path):
+    """pint parses its definition files (0.3 s) once: the parsed definitions are cached under the cache directory
+    (pint's cache_folder, published by a rename so no process reads a half-written cache).  A damaged cache is
+    removed and rebuilt, an unwritable cache directory only costs the parse; conversions are the same throughout."""
+    import os
+    import subprocess
+    import sys
+
+    import pint
+
+    code = ("from chemohost.units import conversion_factor as f; "
+            "print(f('mg/m2', 'g/m**2'), f('1/h', '1/day'), f('1e9 cells/L', 'cells/uL'), f('mg/kg', 'ug/g'))")
+
+    def run(cache) -> str:
+        env = {**os.environ, "CHEMOHOST_CACHE_DIR": str(cache)}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    expected = "0.001 24.0 1000.0 1.0"
+    folder = tmp_path / "pint" / pint.__version__
+    assert run(tmp_path) == expected
+    pickles = sorted(folder.glob("*.pickle"))
+    assert pickles and [p.name for p in (tmp_path / "pint").iterdir()] == [pint.__version__]  # no build folder left
+    assert run(tmp_path) == expected
+    for p in pickles:
+        p.write_bytes(b"\x80\x04damaged")
+    assert run(tmp_path) == expected
+    assert sorted(folder.glob("*.pickle")) == pickles and all(p.stat().st_size > 100 for p in pickles)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert run(blocker) == expected
 
 
 def test_chemohost_turns_off_numpys_huge_page_advice_unless_the_user_set_it():
@@ -256,3 +289,50 @@ def test_chemohost_turns_off_numpys_huge_page_advice_unless_the_user_set_it():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "NUMPY_MADVISE_HUGEPAGE": "1"},
                          capture_output=True, text=True, check=True).stdout
     assert out.split()[0] == "1"
+
+
+def test_linear_decomposition_is_kept_for_the_same_patients_and_only_for_them(monkeypatch):
+    """The PK decomposition depends on the parameters only: a second arm on the same patients reuses it (a paired
+    trial's arms, its second pass on a subset) with results equal to decomposing anew; patients with other
+    parameters and another engine are decomposed again; the kept decompositions stay within their byte bound and
+    cannot be written to."""
+    from chemohost.engine import simulate as sim
+
+    cm = compile_model(ch.get_model("host_response"))
+    _, _, p = typical("host_response")
+    P = p[None] * np.exp(0.1 * np.random.default_rng(3).standard_normal((6, p.size)))
+    calls = []
+    real = sim._decompose
+    monkeypatch.setattr(sim, "_decompose", lambda *a: calls.append(a[1].shape[0]) or real(*a))
+    monkeypatch.setattr(sim, "_recent_dec", sim._RecentDecompositions())
+    t = np.arange(0.0, 29.0)
+    opts = ch.SolverOptions(backend="c-simd")
+    a = ch.simulate(cm, P, [GEM], t, ["ANC"], options=opts)
+    b = ch.simulate(cm, P, [GEM, CIS], t, ["ANC"], options=opts)
+    assert calls == [6] and (a.status == 0).all()
+    fresh = real(cm, P, "c-simd", 1)
+    for rows in (np.arange(6), np.array([4, 1, 1, 5])):  # all, in order; a reordered subset with a repeat
+        got = sim._linear_decomposition(cm, P[rows], "c-simd", 1)
+        for x, y in zip(got, fresh):
+            np.testing.assert_array_equal(x, y[rows])
+        with pytest.raises(ValueError):
+            got[0][0, 0, 0] = 1.0
+    assert calls == [6]
+    sim._recent_dec.clear()
+    np.testing.assert_array_equal(ch.simulate(cm, P, [GEM, CIS], t, ["ANC"], options=opts).values, b.values)
+    assert calls == [6, 6]
+    Q = np.vstack([P[:3], P[3:] * 1.001])  # three new patients beside three known ones
+    r = ch.simulate(cm, Q, [GEM], t, ["ANC"], options=opts)
+    assert calls == [6, 6, 3]
+    sim._recent_dec.clear()
+    np.testing.assert_array_equal(ch.simulate(cm, Q, [GEM], t, ["ANC"], options=opts).values, r.values)
+    ch.simulate(cm, P, [GEM], t, ["ANC"], options=ch.SolverOptions(backend="c"))  # another engine
+    assert calls == [6, 6, 3, 6, 6]
+    per = sum(x.nbytes for x in real(cm, P, "c-simd", 1))
+    monkeypatch.setattr(sim, "RECENT_DECOMPOSITION_BYTES", int(1.5 * per))
+    ch.simulate(cm, P * 1.0001, [GEM], t, ["ANC"], options=opts)
+    assert len(sim._recent_dec.entries) == 1 and sim._recent_dec.bytes <= sim.RECENT_DECOMPOSITION_BYTES
+    assert len(sim._recent_dec.rows) == 6
+    monkeypatch.setattr(sim, "RECENT_DECOMPOSITION_BYTES", per // 2)  # a call larger than the bound: not kept
+    ch.simulate(cm, P * 1.0002, [GEM], t, ["ANC"], options=opts)
+    assert not sim._recent_dec.entries and not sim._recent_dec.rows and sim._recent_dec.bytes == 0

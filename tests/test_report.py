@@ -171,6 +171,8 @@ def _summary_row(html, arm_escaped):
 def test_failed_patients_excluded_and_counted(monkeypatch):
     from lifelines import KaplanMeierFitter
 
+    monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", "1")  # (the spy below sees the fits made in this process)
+
     fitted = []
     orig = KaplanMeierFitter.fit
 
@@ -264,3 +266,53 @@ def test_old_render_wrapper():
     p = parse(html)
     assert {"table-summary", "fig-km-os", "fig-waterfall", "fig-trajectories"} <= p.ids
     assert math.isfinite(len(html)) and "old caller" in html
+
+
+def _square(x):
+    return x * x
+
+
+def _dies_in_a_worker(parent_pid, x):
+    import os
+
+    if os.getpid() != parent_pid:
+        os._exit(3)
+    return -x
+
+
+def _fails(x):
+    raise ValueError(f"figure {x} cannot be drawn")
+
+
+def test_figures_drawn_in_worker_processes_are_the_same_bytes(monkeypatch):
+    """The report's figures are drawn side by side in forked workers: the HTML is byte-identical to drawing them
+    one after the other in this process."""
+    from chemohost.report import parallel
+
+    ctx = make_ctx("paired")
+    monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", "1")
+    serial = render_report(ctx)
+    monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", "3")
+    assert parallel.figure_workers(5) == (3 if parallel.sys.platform.startswith("linux") else 1)
+    assert render_report(ctx) == serial
+    ctx = make_ctx("randomized")
+    html = render_report(ctx)
+    monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", "1")
+    assert render_report(ctx) == html
+
+
+def test_a_figure_whose_worker_fails_is_drawn_in_this_process(monkeypatch):
+    import os
+
+    from chemohost.errors import ChemohostError
+    from chemohost.report.parallel import figure_workers, render_figures
+
+    jobs = {"a": (_square, (3,)), "b": (_dies_in_a_worker, (os.getpid(), 5)), "c": (_square, (4,))}
+    assert render_figures(jobs, workers=2) == {"a": 9, "b": -5, "c": 16}
+    assert list(render_figures(jobs, workers=2)) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="figure 7 cannot be drawn"):  # raised from this process, as without workers
+        render_figures({"a": (_square, (1,)), "x": (_fails, (7,))}, workers=2)
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", bad)
+        with pytest.raises(ChemohostError, match="CHEMOHOST_REPORT_WORKERS.*whole number >= 1"):
+            figure_workers(3)

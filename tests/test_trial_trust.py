@@ -56,6 +56,33 @@ def test_patient_streams_keyed_by_patient_and_endpoint_only():
     assert u.shape == (2, 5) and np.all((u >= 0) & (u < 1))
 
 
+def test_patient_streams_kept_for_reuse_are_the_streams_themselves(monkeypatch):
+    """Recent draws are kept (a trial asks for the same patients' streams in every arm): a repeated call returns
+    the same values as deriving them anew, a caller that changes what it got does not change a later call, and
+    the kept draws stay within their byte bound."""
+    from chemohost.studies import streams
+
+    def fresh(seed, code, ids, size):
+        return np.array([np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(code, i))))
+                         .random(size) for i in ids])
+
+    ids = np.arange(100, 140)
+    first = patient_stream(11, "scan_error", ids, 7)
+    np.testing.assert_array_equal(first, fresh(11, streams.STREAMS["scan_error"], ids, 7))
+    first[:] = -1.0
+    again = patient_stream(11, "scan_error", ids, 7)
+    np.testing.assert_array_equal(again, fresh(11, streams.STREAMS["scan_error"], ids, 7))
+    # another endpoint, seed, size or set of patients is another stream
+    assert not np.array_equal(patient_stream(11, "new_lesion", ids, 7), again)
+    assert not np.array_equal(patient_stream(12, "scan_error", ids, 7), again)
+    np.testing.assert_array_equal(patient_stream(11, "scan_error", ids[::-1], 7), again[::-1])
+    monkeypatch.setattr(streams, "RECENT_BYTES", 3 * ids.size * 7 * 8)
+    for seed in range(20, 30):
+        patient_stream(seed, "os", ids, 7)
+    assert streams._recent_bytes <= streams.RECENT_BYTES and len(streams._recent) <= 3
+    assert streams._recent_bytes == sum(v.nbytes for v in streams._recent.values())
+
+
 def test_identical_arm_gives_zero_individual_effects_and_hr_one():
     d = json.loads(json.dumps(BASE))
     d["arms"] = {"gem": d["arms"]["gem"], "gem again": d["arms"]["gem"]}

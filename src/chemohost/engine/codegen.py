@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__
+from ..cachedir import cache_dir
 from ..errors import ModelError
 from ..model.core import Model
 from ..model.expr import parse
@@ -438,14 +439,6 @@ def generate_source(model: Model, closed_form: bool = True) -> tuple[str, list[s
 
 def _template_text() -> str:
     return (resources.files("chemohost.engine") / "templates" / "rosenbrock.py").read_text()
-
-
-def cache_dir() -> Path:
-    d = os.environ.get("CHEMOHOST_CACHE_DIR")
-    if d:
-        return Path(d)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "chemohost"
 
 
 _loaded: dict[str, CompiledModel] = {}

@@ -28,6 +28,8 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .parallel import render_figures  # noqa: E402
+
 DASH = "\u2013"  # shown for every undefined value
 TEMPLATE = "trial_report.html.j2"
 _TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -653,19 +655,20 @@ def build_view(ctx: dict) -> dict:
                             f"({', '.join(f'{k}: {v}' for k, v in c['reasons'].items())}); they are excluded from "
                             f"every endpoint, Kaplan-Meier curve and waterfall.")
 
-    figs = {
-        "km_os": _km_figure(df, arms, summary_arms, control, "os_months", "os_event", "Overall survival",
-                            "hr_os_vs_control", "logrank_p"),
-        "km_pfs": _km_figure(df, arms, summary_arms, control, "pfs_months", "pfs_event", "Progression-free survival",
-                             "hr_pfs_vs_control", "logrank_p_pfs"),
-        "waterfall": _waterfall(df, arms),
-        "trajectories": _trajectories(ctx.get("samples") or {}, arms, control, ctx.get("cycles") or {}),
-        "paired": None, "power": None, "hr_dist": None,
-    }
+    # drawn side by side in forked workers (report.parallel), the slowest first
+    jobs = {"trajectories": (_trajectories, (ctx.get("samples") or {}, arms, control, ctx.get("cycles") or {}))}
     if design == "paired":
-        figs["paired"] = _paired_figure(arms, control, paired, ctx.get("paired_deltas") or {})
+        jobs["paired"] = (_paired_figure, (arms, control, paired, ctx.get("paired_deltas") or {}))
     else:
-        figs["power"], figs["hr_dist"] = _power_figures(arms, control, rnd)
+        jobs["power_hr"] = (_power_figures, (arms, control, rnd))
+    jobs["km_os"] = (_km_figure, (df, arms, summary_arms, control, "os_months", "os_event", "Overall survival",
+                                  "hr_os_vs_control", "logrank_p"))
+    jobs["km_pfs"] = (_km_figure, (df, arms, summary_arms, control, "pfs_months", "pfs_event",
+                                   "Progression-free survival", "hr_pfs_vs_control", "logrank_p_pfs"))
+    jobs["waterfall"] = (_waterfall, (df, arms))
+    figs = {"paired": None, "power": None, "hr_dist": None, **render_figures(jobs)}
+    if "power_hr" in figs:
+        figs["power"], figs["hr_dist"] = figs.pop("power_hr")
 
     manifest = ctx.get("manifest") or {}
     n_run = {a: counts[a]["n"] for a in arms}

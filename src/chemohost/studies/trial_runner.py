@@ -294,8 +294,10 @@ def run_trial(trial: Trial, patients: int | None = None, seed: int | None = None
 
     ex = executor or InProcess()
     tasks, got = [], {}
-    for a, arm in enumerate(trial.arms):
-        for s in range(0, n, chunk):
+    # a block of patients in every arm, then the next block: an in-process run decomposes each block's PK once
+    # (engine.simulate._linear_decomposition keeps recent ones); results do not depend on the order
+    for s in range(0, n, chunk):
+        for a in range(len(trial.arms)):
             e = min(n, s + chunk)
             key = f"arm{a}-{s}"
             done = ck.load(key)
