@@ -14,6 +14,7 @@ The context (``ctx``) keys read here: ``name``, ``description``, ``design`` ("pa
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
 import math
@@ -655,7 +656,10 @@ def build_view(ctx: dict) -> dict:
                             f"({', '.join(f'{k}: {v}' for k, v in c['reasons'].items())}); they are excluded from "
                             f"every endpoint, Kaplan-Meier curve and waterfall.")
 
-    # drawn side by side in forked workers (report.parallel), the slowest first
+    # drawn side by side in forked workers (report.parallel), the slowest first; what the KM figures import is
+    # imported here, once, before the workers fork
+    importlib.import_module("lifelines.plotting")
+
     jobs = {"trajectories": (_trajectories, (ctx.get("samples") or {}, arms, control, ctx.get("cycles") or {}))}
     if design == "paired":
         jobs["paired"] = (_paired_figure, (arms, control, paired, ctx.get("paired_deltas") or {}))
