@@ -84,10 +84,7 @@ def _warm_up() -> None:
     layout), paid here before the workers fork so that each does not pay it again."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (the reports select the Agg backend when imported)
 
     fig, ax = plt.subplots(figsize=(1.5, 1.2))
     ax.plot([0, 1], [0, 1], label="a")
