@@ -297,6 +297,7 @@ def test_linear_decomposition_is_kept_for_the_same_patients_and_only_for_them(mo
     parameters and another engine are decomposed again; the kept decompositions stay within their byte bound and
     cannot be written to."""
     from chemohost.engine import simulate as sim
+    from chemohost.rowcache import RowCache
 
     cm = compile_model(ch.get_model("host_response"))
     _, _, p = typical("host_response")
@@ -304,7 +305,7 @@ def test_linear_decomposition_is_kept_for_the_same_patients_and_only_for_them(mo
     calls = []
     real = sim._decompose
     monkeypatch.setattr(sim, "_decompose", lambda *a: calls.append(a[1].shape[0]) or real(*a))
-    monkeypatch.setattr(sim, "_recent_dec", sim._RecentDecompositions())
+    monkeypatch.setattr(sim, "_recent_dec", RowCache(sim._recent_dec.max_bytes))
     t = np.arange(0.0, 29.0)
     opts = ch.SolverOptions(backend="c-simd")
     a = ch.simulate(cm, P, [GEM], t, ["ANC"], options=opts)
@@ -329,10 +330,10 @@ def test_linear_decomposition_is_kept_for_the_same_patients_and_only_for_them(mo
     ch.simulate(cm, P, [GEM], t, ["ANC"], options=ch.SolverOptions(backend="c"))  # another engine
     assert calls == [6, 6, 3, 6, 6]
     per = sum(x.nbytes for x in real(cm, P, "c-simd", 1))
-    monkeypatch.setattr(sim, "RECENT_DECOMPOSITION_BYTES", int(1.5 * per))
+    monkeypatch.setattr(sim._recent_dec, "max_bytes", int(1.5 * per))
     ch.simulate(cm, P * 1.0001, [GEM], t, ["ANC"], options=opts)
-    assert len(sim._recent_dec.entries) == 1 and sim._recent_dec.bytes <= sim.RECENT_DECOMPOSITION_BYTES
+    assert len(sim._recent_dec.entries) == 1 and sim._recent_dec.bytes <= sim._recent_dec.max_bytes
     assert len(sim._recent_dec.rows) == 6
-    monkeypatch.setattr(sim, "RECENT_DECOMPOSITION_BYTES", per // 2)  # a call larger than the bound: not kept
+    monkeypatch.setattr(sim._recent_dec, "max_bytes", per // 2)  # a call larger than the bound: not kept
     ch.simulate(cm, P * 1.0002, [GEM], t, ["ANC"], options=opts)
     assert not sim._recent_dec.entries and not sim._recent_dec.rows and sim._recent_dec.bytes == 0

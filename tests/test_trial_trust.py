@@ -76,11 +76,13 @@ def test_patient_streams_kept_for_reuse_are_the_streams_themselves(monkeypatch):
     assert not np.array_equal(patient_stream(11, "new_lesion", ids, 7), again)
     assert not np.array_equal(patient_stream(12, "scan_error", ids, 7), again)
     np.testing.assert_array_equal(patient_stream(11, "scan_error", ids[::-1], 7), again[::-1])
-    monkeypatch.setattr(streams, "RECENT_BYTES", 3 * ids.size * 7 * 8)
+    monkeypatch.setattr(streams._recent, "max_bytes", 3 * ids.size * 7 * 8)
     for seed in range(20, 30):
         patient_stream(seed, "os", ids, 7)
-    assert streams._recent_bytes <= streams.RECENT_BYTES and len(streams._recent) <= 3
-    assert streams._recent_bytes == sum(v.nbytes for v in streams._recent.values())
+    kept = streams._recent
+    assert kept.bytes <= kept.max_bytes and len(kept.entries) <= 3
+    assert kept.bytes == sum(a.nbytes for arrays, _ in kept.entries.values() for a in arrays)
+    assert patient_stream(11, "os", [], 7).shape == (0, 7)
 
 
 def test_identical_arm_gives_zero_individual_effects_and_hr_one():

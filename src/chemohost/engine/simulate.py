@@ -9,8 +9,6 @@ rules, and output selection, and wraps the result.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +21,7 @@ from ..model.core import Model
 from ..protocol.dosing import ROUTES, DoseTable, Regimen, dose_table
 from ..protocol.event_table import PatientDoses
 from ..protocol.rules import get_rule
+from ..rowcache import RowCache
 from .codegen import CompiledModel, compile_model
 
 STATUS = {0: "ok", 1: "max_steps", 2: "step_size_underflow", 3: "non_finite", 4: "pk_not_diagonalisable"}
@@ -207,98 +206,25 @@ def _inv_blocks(V: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-#: bytes of recent patients' linear decompositions kept for reuse (:func:`_linear_decomposition`)
-RECENT_DECOMPOSITION_BYTES = 64 * 2**20
-
-
-class _RecentDecompositions:
-    """Recent patients' PK decompositions, found by a digest of each patient's parameter row (the engine, the model
-    code and the row), least recently used dropped first beyond :data:`RECENT_DECOMPOSITION_BYTES` (~31 MB per
-    2,000 patients of ``host_response``; a larger call's are not kept)."""
-
-    def __init__(self):
-        self.entries: OrderedDict = OrderedDict()  # id -> (V, Vinv, lam, bad, row keys)
-        self.rows: dict = {}  # row key -> (entry id, row)
-        self.bytes = 0
-        self.next_id = 0
-        self.lock = threading.Lock()
-
-    def get(self, cm, P: np.ndarray, backend: str, threads: int):
-        prefix = (cm.source_hash, backend, P.shape[1])
-        keys = [(prefix, hashlib.blake2b(row, digest_size=16).digest()) for row in P.view(np.uint8)]
-        with self.lock:  # (an entry found here stays usable if another thread drops it meanwhile)
-            found = []
-            for k in keys:
-                f = self.rows.get(k)
-                if f is not None:
-                    self.entries.move_to_end(f[0])
-                    f = (self.entries[f[0]], f[1])
-                found.append(f)
-        missing = [j for j, f in enumerate(found) if f is None]
-        if missing:
-            new = _decompose(cm, P[missing], backend, threads)
-            for a in new:
-                a.flags.writeable = False
-            entry = (*new, [keys[j] for j in missing])
-            with self.lock:
-                i = self.next_id
-                self.next_id += 1
-                self.entries[i] = entry
-                self.bytes += sum(a.nbytes for a in new)
-                for r, j in enumerate(missing):
-                    self.rows[keys[j]] = (i, r)
-                    found[j] = (entry, r)
-                self._trim()
-            if len(missing) == len(keys):
-                return new
-        groups: dict = {}  # id(entry) -> (entry, rows of P, rows of the entry)
-        for j, (entry, r) in enumerate(found):
-            g = groups.setdefault(id(entry), (entry, [], []))
-            g[1].append(j)
-            g[2].append(r)
-        if len(groups) == 1:
-            entry, _, rs = next(iter(groups.values()))
-            if rs == list(range(entry[0].shape[0])):  # the patients of one earlier call, in its order
-                return entry[:4]
-        out = []
-        for k in range(4):
-            first = next(iter(groups.values()))[0][k]
-            o = np.empty((len(keys), *first.shape[1:]), dtype=first.dtype)
-            for entry, js, rs in groups.values():
-                o[js] = entry[k][rs]
-            o.flags.writeable = False
-            out.append(o)
-        return tuple(out)
-
-    def _trim(self) -> None:
-        while self.bytes > RECENT_DECOMPOSITION_BYTES and self.entries:
-            i = next(iter(self.entries))
-            *arrays, keys = self.entries.pop(i)
-            self.bytes -= sum(a.nbytes for a in arrays)
-            for k in keys:
-                if self.rows.get(k, (None,))[0] == i:
-                    del self.rows[k]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-            self.rows.clear()
-            self.bytes = 0
-
-
-_recent_dec = _RecentDecompositions()
+#: the recent patients' linear decompositions kept for reuse (:func:`_linear_decomposition`; ~31 MB per 2,000
+#: patients of ``host_response``), least recently used dropped first beyond 64 MB
+_recent_dec = RowCache(64 * 2**20)
 
 
 def _linear_decomposition(cm: CompiledModel, P: np.ndarray, backend: str = "numba", threads: int = 1):
     """``(V, Vinv, lam, bad)``: each patient's eigen-decomposition of the linear sub-system.
 
-    It depends on the parameters only, not on the regimens, so recent patients' decompositions are kept
-    (:class:`_RecentDecompositions`) and reused: a paired trial simulates the same patients in every arm, and again
-    in its second pass (~0.1 ms per patient to decompose).  Kept for the C engines, which take them as read-only
-    inputs (numba would compile its kernels anew for read-only arrays)."""
+    It depends on the parameters only, not on the regimens, so recent patients' decompositions are kept, each found
+    by a digest of its parameter row, the model code and the engine (:class:`chemohost.rowcache.RowCache`), and
+    reused: a paired trial simulates the same patients in every arm, and again in its second pass (~0.1 ms per
+    patient to decompose).  Kept for the C engines, which take them as read-only inputs (numba would compile its
+    kernels anew for read-only arrays)."""
     if backend not in ("c", "c-simd") or P.shape[0] == 0:
         return _decompose(cm, P, backend, threads)
-    return _recent_dec.get(cm, np.ascontiguousarray(P, dtype=np.float64), backend, threads)
+    P = np.ascontiguousarray(P, dtype=np.float64)
+    prefix = (cm.source_hash, backend, P.shape[1])
+    keys = [(prefix, hashlib.blake2b(row, digest_size=16).digest()) for row in P.view(np.uint8)]
+    return _recent_dec.get(keys, lambda rows: _decompose(cm, P[rows], backend, threads))
 
 
 def _decompose(cm: CompiledModel, P: np.ndarray, backend: str, threads: int):
