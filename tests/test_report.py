@@ -284,6 +284,15 @@ def _fails(x):
     raise ValueError(f"figure {x} cannot be drawn")
 
 
+def _hangs_in_a_worker(parent_pid, x):
+    import os
+    import time
+
+    if os.getpid() != parent_pid:
+        time.sleep(120)
+    return x + 1
+
+
 def test_figures_drawn_in_worker_processes_are_the_same_bytes(monkeypatch):
     """The report's figures are drawn side by side in forked workers: the HTML is byte-identical to drawing them
     one after the other in this process."""
@@ -316,3 +325,24 @@ def test_a_figure_whose_worker_fails_is_drawn_in_this_process(monkeypatch):
         monkeypatch.setenv("CHEMOHOST_REPORT_WORKERS", bad)
         with pytest.raises(ChemohostError, match="CHEMOHOST_REPORT_WORKERS.*whole number >= 1"):
             figure_workers(3)
+
+
+def test_a_figure_whose_worker_hangs_is_drawn_in_this_process(monkeypatch):
+    """A worker stuck past the timeout: its figure and the ones not yet collected are drawn here, the stuck
+    worker is terminated (the call does not wait for it) and no worker process is left behind."""
+    import multiprocessing
+    import os
+    import sys
+    import time
+
+    from chemohost.report import parallel
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("forked workers are Linux-only")
+    monkeypatch.setattr(parallel, "TIMEOUT_S", 2.0)
+    jobs = {"a": (_square, (3,)), "b": (_hangs_in_a_worker, (os.getpid(), 5)), "c": (_square, (4,))}
+    t0 = time.monotonic()
+    assert parallel.render_figures(jobs, workers=2) == {"a": 9, "b": 6, "c": 16}
+    assert time.monotonic() - t0 < 60.0  # not the worker's 120 s
+    time.sleep(0.5)
+    assert not [c for c in multiprocessing.active_children() if c.is_alive()]
