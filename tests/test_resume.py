@@ -92,8 +92,9 @@ def test_resume_refuses_checkpoints_of_another_run(tmp_path, capsys):
 
 
 def test_resume_refuses_checkpoints_of_another_engine(tmp_path, monkeypatch):
-    """The fingerprint names the engine (back end, C source and build flags): chunks written by one engine are not
-    mixed with another's (e.g. after an upgrade that changed the C engine but not the model's code)."""
+    """The fingerprint names the engine (back end, C source, build flags and the CPU a native build targets): chunks
+    written by one engine are not mixed with another's (e.g. after an upgrade that changed the C engine but not the
+    model's code, or on another machine)."""
     from chemohost.engine import cbackend
     from chemohost.errors import ScenarioError
     from chemohost.studies.checkpoint import Checkpoint
@@ -106,6 +107,11 @@ def test_resume_refuses_checkpoints_of_another_engine(tmp_path, monkeypatch):
     first = run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp))
     again = run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp, resume=True))  # the same engine: resumed
     assert again.summary.get("resumed_chunks") and again.patients.equals(first.patients)
+    if cbackend.NATIVE:  # the same C engine built for a CPU with other features (another machine)
+        with monkeypatch.context() as m:
+            m.setattr(cbackend, "_cpu_id", lambda: "x86_64flags : fpu sse2")
+            with pytest.raises(ScenarioError, match=r"another run \(differs in: engine\)"):
+                run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp, resume=True))
     monkeypatch.setattr(cbackend, "_source_digest", lambda cm, lanes: ("0" * 64, None))  # another C engine
     with pytest.raises(ScenarioError, match=r"another run \(differs in: engine\)"):
         run_trial(tr, checkpoint=lambda fp: Checkpoint(folder, fp, resume=True))

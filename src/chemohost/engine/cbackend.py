@@ -419,9 +419,12 @@ def build_flags(lanes: int) -> list[str]:
 
 
 def engine_digest(cm, lanes: int) -> str:
-    """What the engine's results depend on beyond the model's code: its C source and build flags (a checkpoint
-    records it, :func:`chemohost.engine.simulate.engine_id`)."""
-    return hashlib.sha256((_source_digest(cm, lanes)[0] + " ".join(build_flags(lanes))).encode()).hexdigest()[:16]
+    """What the engine's results depend on beyond the model's code: its C source, build flags and, for a build
+    for this machine's CPU (``-march=native``), the CPU's features, which select the instructions and glibc's
+    math variants and so the round-off (a checkpoint records it, :func:`chemohost.engine.simulate.engine_id`)."""
+    cpu = _cpu_id() if NATIVE else ""
+    return hashlib.sha256((_source_digest(cm, lanes)[0] + " ".join(build_flags(lanes)) + "\0" + cpu).encode()
+                          ).hexdigest()[:16]
 
 
 def _build_and_load(cm, cc: str, lanes: int):

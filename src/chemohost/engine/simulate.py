@@ -451,9 +451,10 @@ def _backend(options: SolverOptions, cm: CompiledModel) -> str:
 
 def engine_id(cm: CompiledModel, options: SolverOptions) -> str:
     """The engine a run with ``options`` uses, as a checkpoint records it beside the model's code hash: its back end
-    and, for the C engines, the digest of their C source and build flags (the numba engine is the model's generated
-    module itself).  A checkpoint is then resumed only on the engine that wrote it, never mixed with another's
-    results (which differ by round-off, or by the tolerance where an engine's error control changed)."""
+    and, for the C engines, the digest of their C source, build flags and the CPU features a native build
+    targets (the numba engine is the model's generated module itself).  A checkpoint is then resumed only on the
+    engine that wrote it, never mixed with another's results (which differ by round-off, or by the tolerance
+    where an engine's error control changed): not on a CPU with other features either."""
     if options.device != "cpu":
         return options.device
     backend = _backend(options, cm)
