@@ -337,3 +337,29 @@ def test_linear_decomposition_is_kept_for_the_same_patients_and_only_for_them(mo
     monkeypatch.setattr(sim._recent_dec, "max_bytes", per // 2)  # a call larger than the bound: not kept
     ch.simulate(cm, P * 1.0002, [GEM], t, ["ANC"], options=opts)
     assert not sim._recent_dec.entries and not sim._recent_dec.rows and sim._recent_dec.bytes == 0
+
+
+def test_unit_registry_built_when_another_process_published_the_cache_first(tmp_path, monkeypatch):
+    """The rename that publishes pint's cache fails when another process published first: the registry just built
+    is kept (not parsed a second time) and the private build folder is removed."""
+    import pint
+
+    from chemohost import units
+
+    monkeypatch.setenv("CHEMOHOST_CACHE_DIR", str(tmp_path))
+    built = []
+    real = pint.UnitRegistry
+
+    def counting(*a, **k):
+        built.append(k.get("cache_folder"))
+        return real(*a, **k)
+
+    def published_first(src, dst):
+        raise FileExistsError(dst)
+
+    monkeypatch.setattr(pint, "UnitRegistry", counting)
+    monkeypatch.setattr(units.os, "rename", published_first)
+    reg = units._build_registry()
+    assert len(built) == 1 and built[0] is not None  # built once, from the private cache folder
+    assert reg.Quantity(1.0, "mg/m**2").to("g/m**2").magnitude == 0.001
+    assert [p.name for p in (tmp_path / "pint").iterdir()] == []  # the build folder is gone

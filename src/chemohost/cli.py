@@ -822,9 +822,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        from .report.parallel import figure_workers
+        from .report.parallel import requested_workers
 
-        figure_workers(1)  # a bad CHEMOHOST_REPORT_WORKERS is refused before any work, not when the report is drawn
+        requested_workers()  # a bad CHEMOHOST_REPORT_WORKERS is refused before any work, not when the report is drawn
         return args.func(args)
     except ChemohostError as exc:
         lines = [ln if len(ln) <= 1000 else ln[:400] + f" ...<{len(ln) - 400:,} more characters>"

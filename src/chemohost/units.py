@@ -59,9 +59,12 @@ def _build_registry():
         return pint.UnitRegistry()
     try:
         reg = pint.UnitRegistry(cache_folder=tmp)
-        os.rename(tmp, shared)  # (fails if another process published first: its cache is as good)
     except Exception:
         reg = pint.UnitRegistry()
+    try:
+        os.rename(tmp, shared)
+    except OSError:  # another process published first: its cache is as good, this registry is built already
+        pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return reg

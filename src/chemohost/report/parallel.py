@@ -13,6 +13,7 @@ is raised from this process as it would be without workers.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import sys
@@ -28,19 +29,27 @@ ENV = "CHEMOHOST_REPORT_WORKERS"
 TIMEOUT_S = 300.0
 
 
+def requested_workers() -> int | None:
+    """``CHEMOHOST_REPORT_WORKERS`` as a number (None: not set); a value that is not a whole number >= 1 is a
+    :class:`ChemohostError` (the CLI checks it before any work)."""
+    text = os.environ.get(ENV)
+    if text is None:
+        return None
+    try:
+        want = int(text)
+    except ValueError:
+        want = 0
+    if want < 1:
+        raise ChemohostError(f"environment variable {ENV}: must be a whole number >= 1 (1: figures drawn in this "
+                             f"process), got {text!r}")
+    return want
+
+
 def figure_workers(n_jobs: int) -> int:
     """Worker processes for ``n_jobs`` figures: ``CHEMOHOST_REPORT_WORKERS`` if set (1: none), else up to
     :data:`MAX_WORKERS` and the cores this process may use; 1 where fork is not available or not Linux's."""
-    text = os.environ.get(ENV)
-    if text is not None:
-        try:
-            want = int(text)
-        except ValueError:
-            want = 0
-        if want < 1:
-            raise ChemohostError(f"environment variable {ENV}: must be a whole number >= 1 (1: figures drawn in this "
-                                 f"process), got {text!r}")
-    else:
+    want = requested_workers()
+    if want is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         want = min(MAX_WORKERS, cores)
     if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
@@ -79,9 +88,10 @@ def render_figures(jobs: dict[str, tuple[Callable[..., Any], tuple]], workers: i
     return {name: out[name] if name in out else fn(*args) for name, (fn, args) in jobs.items()}
 
 
+@functools.cache
 def _warm_up() -> None:
     """What the first figure of a process pays once (~0.2-0.4 s: the Agg backend's import, the font, the text
-    layout), paid here before the workers fork so that each does not pay it again."""
+    layout), paid here before the workers fork so that each does not pay it again; once per process."""
     import io
 
     import matplotlib.pyplot as plt  # (the reports select the Agg backend when imported)
